@@ -1,0 +1,152 @@
+"""Backbones: small CNNs for 8-32 px inputs and any timm model, each an nn.Module mapping
+images (B, C, H, W) to pooled features (B, embed_dim)."""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from ssl_transfer.errors import UserError
+from ssl_transfer.registry import Registry
+
+
+class BackboneError(UserError):
+    """A backbone name, option or input shape that cannot work."""
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Three stages of two 3×3 conv-BN-ReLU layers; stages 2 and 3 halve the resolution; global average pool.
+
+    Meant for 8-32 px inputs (28 px -> 7×7 final map). ``stages`` is the ordered list of blocks
+    (stem-to-head), which fine-tuning uses to freeze up to a given depth.
+    """
+
+    def __init__(self, widths: tuple[int, int, int], in_chans: int = 1) -> None:
+        super().__init__()
+        w1, w2, w3 = widths
+        self.stages = nn.Sequential(
+            nn.Sequential(*_conv_bn_relu(in_chans, w1), *_conv_bn_relu(w1, w1)),
+            nn.Sequential(*_conv_bn_relu(w1, w2, 2), *_conv_bn_relu(w2, w2)),
+            nn.Sequential(*_conv_bn_relu(w2, w3, 2), *_conv_bn_relu(w3, w3)),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.embed_dim = w3
+        self.num_features = w3  # timm's name for the same thing
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> feature map (B, embed_dim, ceil(H/4), ceil(W/4))."""
+        return self.stages(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, embed_dim)."""
+        return self.pool(self.forward_features(x)).flatten(1)
+
+
+SMALL_CNNS: Registry[Callable[[int], SmallCNN]] = Registry("small CNN")
+SMALL_CNNS.register("cnn_tiny")(lambda in_chans: SmallCNN((16, 32, 64), in_chans))
+SMALL_CNNS.register("cnn_small")(lambda in_chans: SmallCNN((32, 64, 128), in_chans))
+SMALL_CNNS.register("cnn_base")(lambda in_chans: SmallCNN((64, 128, 256), in_chans))
+
+
+class TimmBackbone(nn.Module):
+    """A timm model created with ``num_classes=0`` so that ``forward`` returns pooled features (B, num_features)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.embed_dim = int(model.num_features)
+        self.num_features = self.embed_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.model.forward_features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+@lru_cache(maxsize=1)
+def _timm_names() -> tuple[str, ...]:
+    import timm
+
+    return tuple(timm.list_models())
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ValueError (listing choices) unless ``name`` is a small CNN or a timm model."""
+    import timm
+
+    if name in SMALL_CNNS or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, list(SMALL_CNNS.names()) + list(_timm_names()), n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise ValueError(
+        f"unknown backbone {name!r}{hint}; small CNNs: {', '.join(SMALL_CNNS.names())}, or any timm model name (timm.list_models())"
+    )
+
+
+def list_backbones() -> list[str]:
+    """The small CNNs; any name from ``timm.list_models()`` works too."""
+    return SMALL_CNNS.names()
+
+
+def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
+    args = dict(num_classes=0, in_chans=in_chans, pretrained=pretrained, **kwargs)
+    if "img_size" not in kwargs:
+        try:  # models with a fixed token grid (ViT, Swin, ...) must be told the input size
+            return timm.create_model(name, img_size=image_size, **args)
+        except TypeError as e:
+            if "img_size" not in str(e):
+                raise
+    return timm.create_model(name, **args)
+
+
+def build_backbone(
+    name: str, input_shape: tuple[int, int, int], pretrained: bool = False, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """Create backbone ``name`` for inputs of ``input_shape`` = (C, H, W); the result has ``embed_dim``.
+
+    A dry forward pass on one zero image checks that the backbone accepts the shape.
+    """
+    kwargs = dict(kwargs or {})
+    c, h, w = input_shape
+    if name in SMALL_CNNS:
+        if kwargs or pretrained:
+            raise BackboneError(f"backbone {name!r} takes no kwargs and has no pretrained weights")
+        model: nn.Module = SMALL_CNNS.get(name)(c)
+    else:
+        try:
+            check_backbone_name(name)
+        except ValueError as e:
+            raise BackboneError(str(e)) from None
+        try:
+            model = TimmBackbone(_create_timm(name, c, h, pretrained, kwargs))
+        except TypeError as e:
+            raise BackboneError(f"backbone.kwargs for {name!r} rejected: {e}") from None
+        except (OSError, RuntimeError) as e:
+            if pretrained:
+                raise BackboneError(f"backbone.pretrained=true: weights for {name!r} are not available offline ({str(e).splitlines()[0]})") from None
+            raise
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, c, h, w))
+    except Exception as e:
+        raise BackboneError(f"backbone {name!r} cannot take {c}×{h}×{w} inputs ({str(e).splitlines()[0]})") from None
+    model.train(was_training)
+    if out.shape != (1, model.embed_dim):
+        raise BackboneError(f"backbone {name!r} returns {tuple(out.shape)} for one image, expected (1, {model.embed_dim})")
+    return model

@@ -1,0 +1,116 @@
+"""Datasets that yield ``(image uint8 (C, H, W), label int64)``; label -1 means unlabeled.
+
+Images stay uint8 until they reach the training device, where they are augmented and normalised in batches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+
+def to_nchw_uint8(x: np.ndarray | Tensor) -> Tensor:
+    """Arrays of N×H×W, N×H×W×C (C in 1, 3) or N×C×H×W -> uint8 tensor N×C×H×W.
+
+    Floats in [0, 1] are scaled to [0, 255]; other floats and ints are clipped to [0, 255].
+    """
+    t = torch.as_tensor(np.asarray(x))
+    if t.ndim == 3:
+        t = t[:, None]
+    elif t.ndim == 4:
+        if t.shape[-1] in (1, 3) and t.shape[1] not in (1, 3):
+            t = t.permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"images must be N×H×W, N×H×W×C or N×C×H×W, got shape {tuple(t.shape)}")
+    if t.dtype != torch.uint8:
+        t = t.float()
+        if t.numel() and t.max() <= 1.0:
+            t = t * 255.0
+        t = t.round().clamp(0, 255).to(torch.uint8)
+    return t.contiguous()
+
+
+def convert_channels(x: Tensor, channels: int) -> Tensor:
+    """uint8 (…, C, H, W) with C in (1, 3) -> ``channels`` channels (gray repeated to RGB, RGB to luminance)."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous()
+    if c == 3 and channels == 1:
+        return TF.rgb_to_grayscale(x, num_output_channels=1)
+    raise ValueError(f"cannot convert {c} channels to {channels}")
+
+
+def resize_uint8(x: Tensor, size: tuple[int, int], chunk: int = 4096) -> Tensor:
+    """Antialiased bilinear resize of uint8 (N, C, H, W) images, in chunks to bound memory."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return torch.cat([TF.resize(x[i : i + chunk], list(size), antialias=True) for i in range(0, len(x), chunk)])
+
+
+class ArrayDataset(Dataset):
+    """In-memory uint8 images (N, C, H, W) and int64 labels (N,); batches are gathered with one index op."""
+
+    def __init__(self, images: Tensor, labels: Tensor | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 N×C×H×W, got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if len(self.labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, idx: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Whole batch at once; paired with :func:`collate_batch` in the DataLoader."""
+        index = torch.as_tensor(idx, dtype=torch.long)
+        return self.images[index], self.labels[index]
+
+    def subset(self, n: int) -> "ArrayDataset":
+        return ArrayDataset(self.images[:n], self.labels[:n])
+
+
+def collate_batch(items: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Collate for both dataset kinds: a pre-batched (images, labels) pair passes through, samples are stacked."""
+    if isinstance(items, tuple):
+        return items
+    images = torch.stack([im for im, _ in items])
+    labels = torch.as_tensor([int(lb) for _, lb in items], dtype=torch.long)
+    return images, labels
+
+
+def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> Tensor:
+    """Read one image file -> uint8 (channels, H, W) resized to ``size``."""
+    with Image.open(path) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        t = TF.pil_to_tensor(im)
+    return resize_uint8(t[None], size)[0]
+
+
+class FileDataset(Dataset):
+    """Images read from files on demand (image folders), converted and resized as they are read."""
+
+    def __init__(self, files: list[str], labels: list[int], channels: int, size: tuple[int, int]) -> None:
+        self.files, self.labels = files, labels
+        self.channels, self.size = channels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return load_image(self.files[i], self.channels, self.size), torch.tensor(self.labels[i])
+
+    def subset(self, n: int) -> "FileDataset":
+        return FileDataset(self.files[:n], self.labels[:n], self.channels, self.size)

@@ -1,0 +1,187 @@
+"""Data sources by name. Each turns the recipe's data section into train/test datasets of uint8 images.
+
+Array sources (digits, npz, mnist, fashion_mnist, cifar10, stl10) are held in memory; ``imagefolder`` reads
+files on demand. torchvision sources read the standard files under ``data.root`` and download only when
+``data.download=true``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset, to_nchw_uint8
+from ssl_transfer.errors import UserError
+from ssl_transfer.registry import Registry
+
+if TYPE_CHECKING:
+    from ssl_transfer.recipe import DataConfig
+
+
+class DataError(UserError):
+    """The data could not be found or read."""
+
+
+@dataclass
+class RawData:
+    """What a source returns: datasets at native size/channels (arrays) or already converted (files)."""
+
+    train: ArrayDataset | FileDataset
+    test: ArrayDataset | FileDataset | None
+    classes: list[str] | None = None
+
+
+@dataclass
+class Source:
+    load: Callable[["DataConfig"], RawData]
+    description: str
+    required: tuple[str, ...] = field(default_factory=tuple)
+
+
+SOURCES: Registry[Source] = Registry("data source")
+
+
+def source(name: str, description: str, required: tuple[str, ...] = ()) -> Callable:
+    def deco(fn: Callable[["DataConfig"], RawData]) -> Callable[["DataConfig"], RawData]:
+        SOURCES.register(name)(Source(fn, description, required))
+        return fn
+
+    return deco
+
+
+@source("digits", "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no network); fixed stratified 80/20 split")
+def load_digits(cfg: "DataConfig") -> RawData:
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    d = sk_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    idx_tr, idx_te = train_test_split(np.arange(len(images)), test_size=0.2, stratify=d.target, random_state=0)
+    x = to_nchw_uint8(images)
+    y = torch.as_tensor(d.target, dtype=torch.long)
+    return RawData(ArrayDataset(x[idx_tr], y[idx_tr]), ArrayDataset(x[idx_te], y[idx_te]), [str(i) for i in range(10)])
+
+
+@source("npz", "a .npz archive with x_train, y_train, x_test, y_test (e.g. ../shared/datasets/mnist.npz)", ("path",))
+def load_npz(cfg: "DataConfig") -> RawData:
+    path = Path(cfg.path)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise DataError(f"data.path: no such file {str(path)!r}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/ValueError on a damaged archive
+        raise DataError(f"data.path: cannot read {str(path)!r} as .npz ({e})") from None
+    if "x_train" not in arrays:
+        raise DataError(f"data.path: {str(path)!r} has no x_train array (has: {', '.join(arrays)})")
+
+    def split(prefix: str) -> ArrayDataset | None:
+        if f"x_{prefix}" not in arrays:
+            return None
+        y = arrays.get(f"y_{prefix}")
+        return ArrayDataset(to_nchw_uint8(arrays[f"x_{prefix}"]), None if y is None else torch.as_tensor(y.astype(np.int64)))
+
+    return RawData(split("train"), split("test"))  # type: ignore[arg-type]
+
+
+def _torchvision(cls_name: str, cfg: "DataConfig", **kwargs) -> object:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    try:
+        return cls(root=cfg.root, download=cfg.download, **kwargs)
+    except RuntimeError as e:
+        hint = "" if cfg.download else "; set data.download=true to fetch it (needs network)"
+        raise DataError(f"data.root={cfg.root}: {cls_name} not usable ({str(e).splitlines()[0]}){hint}") from None
+
+
+def _classes(ds: object) -> list[str] | None:
+    classes = getattr(ds, "classes", None)
+    return [str(c) for c in classes] if classes else None
+
+
+def _mnist_like(cls_name: str) -> Callable[["DataConfig"], RawData]:
+    def load(cfg: "DataConfig") -> RawData:
+        tr, te = (_torchvision(cls_name, cfg, train=t) for t in (True, False))
+        return RawData(
+            ArrayDataset(to_nchw_uint8(tr.data), tr.targets),  # type: ignore[attr-defined]
+            ArrayDataset(to_nchw_uint8(te.data), te.targets),  # type: ignore[attr-defined]
+            _classes(tr),
+        )
+
+    return load
+
+
+source("mnist", "MNIST via torchvision under data.root (28x28 gray)", ("root",))(_mnist_like("MNIST"))
+source("fashion_mnist", "Fashion-MNIST via torchvision under data.root (28x28 gray)", ("root",))(_mnist_like("FashionMNIST"))
+
+
+@source("cifar10", "CIFAR-10 via torchvision under data.root (32x32 RGB)", ("root",))
+def load_cifar10(cfg: "DataConfig") -> RawData:
+    tr, te = (_torchvision("CIFAR10", cfg, train=t) for t in (True, False))
+    return RawData(
+        ArrayDataset(to_nchw_uint8(tr.data), torch.as_tensor(tr.targets)),  # type: ignore[attr-defined]
+        ArrayDataset(to_nchw_uint8(te.data), torch.as_tensor(te.targets)),  # type: ignore[attr-defined]
+        _classes(tr),
+    )
+
+
+@source("stl10", "STL-10 via torchvision under data.root (96x96 RGB); data.unlabeled adds the 100k unlabeled images", ("root",))
+def load_stl10(cfg: "DataConfig") -> RawData:
+    tr = _torchvision("STL10", cfg, split="train+unlabeled" if cfg.unlabeled else "train")
+    te = _torchvision("STL10", cfg, split="test")
+    return RawData(
+        ArrayDataset(to_nchw_uint8(tr.data), torch.as_tensor(tr.labels.astype(np.int64))),  # type: ignore[attr-defined]
+        ArrayDataset(to_nchw_uint8(te.data), torch.as_tensor(te.labels.astype(np.int64))),  # type: ignore[attr-defined]
+        _classes(tr),
+    )
+
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_folder(root: Path) -> tuple[list[str], list[int], list[str] | None]:
+    """Files and labels of an image folder.
+
+    ``root/<class>/<image>`` gives labels from the sorted class folder names (torchvision's ImageFolder rule);
+    a folder with images directly inside gives unlabeled images (label -1).
+    """
+    import torchvision.datasets as tvd
+
+    if not root.is_dir():
+        raise DataError(f"no such image folder {str(root)!r}")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if subdirs:
+        try:
+            folder = tvd.ImageFolder(str(root), loader=lambda p: p)  # scan only; images are read later
+        except FileNotFoundError as e:
+            raise DataError(f"image folder {str(root)!r}: {e}") from None
+        files, labels = zip(*folder.samples)
+        return list(files), list(labels), list(folder.classes)
+    files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    if not files:
+        raise DataError(f"image folder {str(root)!r} has no images ({', '.join(IMG_EXTENSIONS)})")
+    return files, [-1] * len(files), None
+
+
+@source("imagefolder", "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional", ("root",))
+def load_imagefolder(cfg: "DataConfig") -> RawData:
+    files, labels, classes = scan_folder(Path(cfg.root))  # type: ignore[arg-type]
+    with Image.open(files[0]) as im:
+        native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
+        native_size = (im.height, im.width)
+    channels = cfg.channels or native_channels
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
+    train = FileDataset(files, labels, channels, size)
+    test = None
+    if cfg.test_root:
+        tfiles, tlabels, tclasses = scan_folder(Path(cfg.test_root))
+        if classes and tclasses and tclasses != classes:
+            raise DataError(f"data.test_root classes {tclasses} differ from data.root classes {classes}")
+        test = FileDataset(tfiles, tlabels, channels, size)
+    return RawData(train, test, classes)

@@ -1,0 +1,123 @@
+"""Augmentations as batched tensor ops (kornia), run on the training device after the batch is moved there.
+
+A recipe's ``augment`` section names a preset and may override any of its fields. Every op works on float
+images in [0, 1] of shape (B, C, H, W) and samples its parameters per image.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import kornia.augmentation as K
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from ssl_transfer.schema import StrictModel
+
+Prob = Annotated[float, Field(ge=0, le=1)]
+UnitPair = tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]]
+PosPair = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+
+# Presets list only what differs from the all-off defaults of AugmentConfig.
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    # Handwritten digits: small rotations/shifts/zooms, no flips (a flipped 2 is not a 2), little colour.
+    "digits": {"crop_scale": (0.5, 1.0), "rotate_degrees": 15.0, "translate": 0.1, "scale": (0.9, 1.1), "color_jitter": 0.5, "jitter": (0.4, 0.4, 0.0, 0.0), "blur": 0.2},
+    # SimCLR (Chen et al. 2020) as in lightly's SimCLRTransform; blur off for 32 px inputs as in the paper's CIFAR setting.
+    "simclr": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.4, 0.1), "grayscale": 0.2, "blur": 0.5},
+}
+
+
+class AugmentConfig(StrictModel):
+    """Augmentation pipeline, applied in this order: crop, flip, affine, colour jitter, grayscale, blur, solarise, noise.
+
+    Colour ops that need RGB (saturation, hue, grayscale) are skipped for 1-channel images.
+    """
+
+    preset: str = Field("none", description="starting values: " + ", ".join(PRESETS))
+    crop_scale: UnitPair = Field((1.0, 1.0), description="RandomResizedCrop area range; (1, 1) = no crop")
+    crop_ratio: PosPair = (3 / 4, 4 / 3)
+    hflip: Prob = 0.0
+    rotate_degrees: Annotated[float, Field(ge=0, le=180)] = 0.0
+    translate: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="max shift as a fraction of the size")
+    scale: PosPair = Field((1.0, 1.0), description="affine zoom range")
+    color_jitter: Prob = Field(0.0, description="probability of colour jitter")
+    jitter: tuple[float, float, float, float] = Field((0.4, 0.4, 0.2, 0.1), description="brightness, contrast, saturation, hue strengths")
+    grayscale: Prob = 0.0
+    blur: Prob = 0.0
+    blur_sigma: PosPair = (0.1, 2.0)
+    solarize: Prob = 0.0
+    noise_std: Annotated[float, Field(ge=0)] = Field(0.0, description="additive Gaussian noise, in [0, 1] pixel units")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "none")
+        if preset not in PRESETS:
+            raise ValueError(f"augment.preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        return {**PRESETS[preset], **data}
+
+    def is_identity(self) -> bool:
+        """True when no op is enabled (the pipeline returns its input)."""
+        return not build_augment(self, channels=3, image_size=(32, 32)).ops
+
+
+class GaussianNoise(nn.Module):
+    """x + N(0, std^2), clamped to [0, 1]."""
+
+    def __init__(self, std: float) -> None:
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x + self.std * torch.randn_like(x)).clamp_(0, 1)
+
+
+class Augment(nn.Module):
+    """Batched augmentation: (B, C, H, W) float in [0, 1] -> same shape, new random draw per call and image."""
+
+    def __init__(self, ops: list[nn.Module]) -> None:
+        super().__init__()
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for op in self.ops:
+            x = op(x)
+        return x
+
+
+def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment:
+    """Turn an AugmentConfig into the batched pipeline for images of ``channels`` x ``image_size``."""
+    rgb = channels == 3
+    ops: list[nn.Module] = []
+    if tuple(cfg.crop_scale) != (1.0, 1.0):
+        ops.append(K.RandomResizedCrop(image_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio))
+    if cfg.hflip > 0:
+        ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
+    if cfg.rotate_degrees > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):
+        ops.append(
+            K.RandomAffine(
+                degrees=cfg.rotate_degrees,
+                translate=(cfg.translate, cfg.translate) if cfg.translate > 0 else None,
+                scale=cfg.scale if tuple(cfg.scale) != (1.0, 1.0) else None,
+                p=1.0,
+            )
+        )
+    b, c, s, h = cfg.jitter
+    if not rgb:
+        s, h = 0.0, 0.0
+    if cfg.color_jitter > 0 and any(v > 0 for v in (b, c, s, h)):
+        ops.append(K.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=cfg.color_jitter))
+    if rgb and cfg.grayscale > 0:
+        ops.append(K.RandomGrayscale(p=cfg.grayscale))
+    if cfg.blur > 0:
+        k = max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)  # ~10% of the side, odd
+        ops.append(K.RandomGaussianBlur((k, k), sigma=cfg.blur_sigma, p=cfg.blur))
+    if cfg.solarize > 0:
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=cfg.solarize))
+    if cfg.noise_std > 0:
+        ops.append(GaussianNoise(cfg.noise_std))
+    return Augment(ops)

@@ -1,0 +1,142 @@
+"""Encoders for downstream use: weights in safetensors, everything needed to rebuild and feed them in JSON.
+
+``save_encoder`` writes ``<stem>.safetensors`` + ``<stem>.json``; ``load_encoder`` reads them back into an
+:class:`Encoder` that carries its own preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from ssl_transfer.backbones import build_backbone
+from ssl_transfer.data.datasets import convert_channels, resize_uint8
+from ssl_transfer.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("ssl-transfer", "torch", "torchvision", "timm", "lightly", "pytorch-lightning"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class Preprocess(nn.Module):
+    """Images -> the encoder's input: channel conversion, resize to the training size, normalisation.
+
+    Accepts uint8 (B, C, H, W) in [0, 255], float (B, C, H, W) in [0, 1], or a list of PIL images.
+    Returns float (B, channels, height, width).
+    """
+
+    def __init__(self, channels: int, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.channels, self.size = channels, tuple(size)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor | Sequence[Image.Image]) -> Tensor:
+        if not isinstance(images, Tensor):
+            from torchvision.transforms.v2.functional import pil_to_tensor
+
+            mode = "L" if self.channels == 1 else "RGB"
+            images = torch.stack([resize_uint8(pil_to_tensor(im.convert(mode))[None], self.size)[0] for im in images])
+        if images.ndim == 3:
+            images = images[None]
+        if images.dtype == torch.uint8:
+            x = convert_channels(resize_uint8(images, self.size), self.channels).float() / 255.0
+        else:
+            x = images.float()
+            if x.shape[1] != self.channels:
+                x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, 3, -1, -1)
+            if tuple(x.shape[-2:]) != self.size:
+                x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        return (x.to(self.mean.device) - self.mean) / self.std
+
+
+class Encoder(nn.Module):
+    """A pretrained backbone with its metadata: ``embed_dim``, ``preprocess`` and ``embed(images) -> (N, D)``."""
+
+    def __init__(self, backbone: nn.Module, meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.meta = meta
+        self.embed_dim = int(meta["embed_dim"])
+        inp = meta["input"]
+        self.preprocess = Preprocess(inp["channels"], (inp["height"], inp["width"]), inp["mean"], inp["std"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Preprocessed (B, C, H, W) -> (B, embed_dim)."""
+        return self.backbone(x)
+
+    @torch.no_grad()
+    def embed(self, images: Tensor | Sequence[Image.Image], batch_size: int = 256) -> Tensor:
+        """Raw images (see :class:`Preprocess`) -> embeddings (N, embed_dim) float32, in eval mode."""
+        was_training = self.training
+        self.eval()
+        device = next(self.backbone.parameters()).device
+        try:
+            out = [self(self.preprocess(images[i : i + batch_size]).to(device)).float() for i in range(0, len(images), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out)
+
+
+def encoder_meta(
+    backbone_name: str,
+    backbone_kwargs: dict[str, Any],
+    embed_dim: int,
+    input_shape: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON that travels with an encoder: enough to rebuild it and feed it exactly as in training."""
+    c, h, w = input_shape
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": {"name": backbone_name, "kwargs": backbone_kwargs},
+        "embed_dim": int(embed_dim),
+        "input": {"channels": c, "height": h, "width": w, "mean": list(mean), "std": list(std), "range": "uint8 /255 then (x-mean)/std"},
+        **extra,
+        "versions": package_versions(),
+    }
+
+
+def save_encoder(backbone: nn.Module, path: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``path`` (.safetensors) and its sibling .json; returns both paths."""
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(backbone, str(path), metadata={"format": "pt"})
+    meta_path = path.with_suffix(".json")
+    meta_path.write_text(json.dumps(meta, indent=2, sort_keys=False))
+    return path, meta_path
+
+
+def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encoder:
+    """Load an encoder from a run dir, an ``encoder.safetensors`` file or its ``.json``; strict key match."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "encoder.safetensors"
+    p = p.with_suffix(".safetensors")
+    meta_path = p.with_suffix(".json")
+    if not p.is_file() or not meta_path.is_file():
+        raise UserError(f"no encoder at {str(path)!r}: need {p.name} and {meta_path.name} side by side")
+    meta = json.loads(meta_path.read_text())
+    inp = meta["input"]
+    backbone = build_backbone(meta["backbone"]["name"], (inp["channels"], inp["height"], inp["width"]), False, meta["backbone"]["kwargs"])
+    missing, unexpected = load_model(backbone, str(p), strict=True)
+    assert not missing and not unexpected, (missing, unexpected)
+    return Encoder(backbone, meta).to(device).eval()

@@ -1,0 +1,345 @@
+"""Recipes: YAML files validated by a strict pydantic schema, layered as defaults < recipe < CLI overrides.
+
+Every field has a documented default, so a recipe lists only what differs. Validation errors are turned
+into one line that names the field (``optim.lr: must be > 0 (got -0.1)``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel
+
+from ssl_transfer.data.views import AugmentConfig
+from ssl_transfer.errors import UserError
+from ssl_transfer.methods import METHODS
+from ssl_transfer.schema import StrictModel
+
+RECIPE_DIRS = (Path(__file__).parent / "recipes", Path(__file__).parent.parent / "recipes")
+
+
+class RecipeError(UserError, ValueError):
+    """A recipe could not be read or validated; ``str(err)`` is one line naming the field."""
+
+
+class DataConfig(StrictModel):
+    """Where the images come from and how batches are formed."""
+
+    source: str = Field("digits", description="registered data source: digits, npz, mnist, fashion_mnist, cifar10, stl10, imagefolder")
+    path: str | None = Field(None, description="npz: the .npz file with x_train/y_train/x_test/y_test")
+    root: str | None = Field(None, description="torchvision sources: dataset root; imagefolder: folder of training images")
+    test_root: str | None = Field(None, description="imagefolder: optional folder of test images")
+    download: bool = Field(False, description="torchvision sources: download into root if missing (needs network)")
+    unlabeled: bool = Field(False, description="stl10: pretrain on train+unlabeled (100k extra images)")
+    image_size: Annotated[int, Field(ge=4, le=1024)] | None = Field(None, description="resize to this square size; None keeps the native size (imagefolder: size of the first image)")
+    channels: Literal[1, 3] | None = Field(None, description="convert to 1 (grayscale) or 3 (RGB) channels; None keeps the native count")
+    limit_train: Annotated[int, Field(gt=0)] | None = Field(None, description="use only the first N training images (quick runs)")
+    batch_size: Annotated[int, Field(gt=0)] = 256
+    num_workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader workers (image folders benefit; in-memory arrays do not)")
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        from ssl_transfer.data.sources import SOURCES
+
+        if v not in SOURCES:
+            raise ValueError(SOURCES.unknown_message(v))
+        return v
+
+    @model_validator(mode="after")
+    def _needs(self) -> "DataConfig":
+        from ssl_transfer.data.sources import SOURCES
+
+        for key in SOURCES.get(self.source).required:
+            if getattr(self, key) is None:
+                raise ValueError(f"data.{key}: required when data.source={self.source}")
+        return self
+
+
+class BackboneConfig(StrictModel):
+    """The encoder: a small CNN (cnn_tiny, cnn_small, cnn_base) or any timm model name."""
+
+    name: str = "cnn_small"
+    pretrained: bool = Field(False, description="timm only: load pretrained weights (must already be in the local cache)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the constructor (e.g. drop_path_rate)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        from ssl_transfer.backbones import check_backbone_name
+
+        check_backbone_name(v)
+        return v
+
+
+class OptimConfig(StrictModel):
+    """Optimizer and learning-rate schedule (linear warm-up, then cosine decay per step)."""
+
+    optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="cosine ends at lr * min_lr_ratio")
+    exclude_norm_and_bias: bool = Field(True, description="no weight decay on norm layers and biases")
+
+
+class TrainerConfig(StrictModel):
+    """PyTorch Lightning Trainer settings."""
+
+    max_epochs: Annotated[int, Field(gt=0)] = 10
+    max_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="stop after this many optimizer steps (overrides max_epochs when reached first)")
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto = cuda when present, else cpu")
+    devices: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
+    num_nodes: Annotated[int, Field(gt=0)] = 1
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field("auto", description="auto = bf16-mixed on GPU, 32-true on CPU")
+    gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
+    log_every_n_steps: Annotated[int, Field(gt=0)] = 10
+    progress_bar: bool = True
+    deterministic: bool = False
+
+
+class LoggingConfig(StrictModel):
+    """wandb (offline unless asked) plus the local metrics.jsonl that is always written."""
+
+    wandb: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "ssl-transfer"
+    entity: str | None = None
+    plots: bool = Field(True, description="save reconstruction grids and loss curves as PNG in the run dir")
+
+
+class KNNConfig(StrictModel):
+    k: Annotated[int, Field(gt=0)] = 20
+    temperature: Annotated[float, Field(gt=0)] = 0.07
+
+
+class EvalConfig(StrictModel):
+    """What `ssl-transfer run` evaluates after pretraining (on the data section's test split)."""
+
+    protocols: list[Literal["knn"]] = Field(default_factory=lambda: ["knn"])
+    knn: KNNConfig = Field(default_factory=KNNConfig)
+    batch_size: Annotated[int, Field(gt=0)] = 512
+
+
+class ExportConfig(StrictModel):
+    """Formats written by `ssl-transfer run` besides the run dir's encoder.safetensors."""
+
+    formats: list[Literal["safetensors"]] = Field(default_factory=lambda: ["safetensors"])
+
+
+MethodSection = Annotated[Union[tuple(METHODS.get(n).config_cls for n in METHODS)], Field(discriminator="name")]
+
+
+class Recipe(StrictModel):
+    """A whole run: every section has defaults; a recipe file lists what differs."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "run"
+    seed: Annotated[int, Field(ge=0)] = 0
+    output_dir: str = Field("runs", description="run dirs are created as <output_dir>/<name>")
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    method: MethodSection = Field(default_factory=lambda: METHODS.get("ae").config_cls())
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved recipe as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file path, or the name of a bundled recipe (``quickstart`` -> recipes/quickstart.yaml)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for d in RECIPE_DIRS:
+        for cand in (d / p.name, d / f"{p.name}.yaml"):
+            if cand.is_file():
+                return cand
+    raise RecipeError(f"recipe not found: {str(name_or_path)!r} (not a file, nor one of: {', '.join(list_recipes())})")
+
+
+def list_recipes() -> list[str]:
+    """Names of the bundled recipes."""
+    for d in RECIPE_DIRS:
+        if d.is_dir():
+            return sorted(p.stem for p in d.glob("*.yaml"))
+    return []
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.1"`` -> (["optim", "lr"], 0.1); the value is read as YAML (numbers, bools, lists)."""
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key.strip()):
+        raise RecipeError(f"bad override {text!r}: expected key.sub=value, e.g. trainer.max_epochs=3")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str):
+        parsed = _yaml11_float(parsed)
+    return key.strip().split("."), parsed
+
+
+def _yaml11_float(s: str) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; read such numbers as floats."""
+    if re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", s):
+        return float(s)
+    return s
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are left to validation to reject."""
+    out = _deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for i, k in enumerate(keys[:-1]):
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"bad override {text!r}: {'.'.join(keys[: i + 1])} is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def _deepcopy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deepcopy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deepcopy(v) for v in d]
+    return d
+
+
+def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe.
+
+    ``source`` is a YAML path, a bundled recipe name, a dict, or None (all defaults). The recipe's ``name``
+    defaults to the file's stem. Raises RecipeError with a one-line message on any problem.
+    """
+    if source is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        raw = source
+    else:
+        path = find_recipe(source)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise RecipeError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        if not isinstance(raw, dict):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+        raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(format_validation_error(e)) from None
+
+
+# --------------------------------------------------------------------------- one-line errors
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated/Optional down to a model class, a {tag: model} dict for tagged unions, or None."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if len(models) > 1:
+            tags = {}
+            for m in models:
+                (tag,) = get_args(m.model_fields["name"].annotation)
+                tags[tag] = m
+            return tags
+        if len(models) == 1:
+            return models[0]
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
+    """Follow a pydantic error location through the schema: (displayed dotted path, model at its parent)."""
+    shown: list[str] = []
+    node: Any = Recipe
+    parent: Any = Recipe
+    for part in loc:
+        if isinstance(node, dict):  # tagged union: this part is the tag, not a key
+            node = node.get(part)
+            parent = node
+            continue
+        shown.append(str(part))
+        parent = node
+        if isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = _unwrap(node.model_fields[part].annotation)
+        else:
+            node = None
+    return shown, parent
+
+
+def _nested_match(parent: Any, shown: list[str]) -> list[str]:
+    """For a misplaced key, the dotted name of a same-named field one section down (``lr`` -> ``optim.lr``)."""
+    if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
+        return []
+    for key, f in parent.model_fields.items():
+        sub = _unwrap(f.annotation)
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and shown[-1] in sub.model_fields:
+            return [".".join([*shown[:-1], key, shown[-1]])]
+    return []
+
+
+def _fmt_value(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Collapse a pydantic ValidationError into one line: ``field: problem (got value)``; several joined by '; '."""
+    parts = []
+    for e in err.errors(include_url=False):
+        shown, parent = _walk(tuple(e["loc"]))
+        field = ".".join(shown) or "recipe"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            allowed = list(parent.model_fields) if isinstance(parent, type) and issubclass(parent, BaseModel) else []
+            close = difflib.get_close_matches(shown[-1], allowed, n=1) or _nested_match(parent, shown)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            parts.append(f"{field}: unknown key ({hint}allowed: {', '.join(allowed)})")
+        elif kind == "union_tag_invalid":
+            parts.append(f"{field}.name: {METHODS.unknown_message(e['ctx']['tag'])}")
+        elif kind == "union_tag_not_found":
+            parts.append(f"{field}.name: missing; choose one of {', '.join(METHODS.names())}")
+        elif kind == "value_error":
+            msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
+            parts.append(msg if msg.startswith(field + ".") else f"{field}: {msg}")
+        else:
+            msg = e["msg"]
+            msg = re.sub(r"^Input should be", "must be", msg)
+            parts.append(f"{field}: {msg} (got {_fmt_value(e['input'])})")
+    return "; ".join(parts)

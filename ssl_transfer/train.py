@@ -1,0 +1,234 @@
+"""Pretraining runs: recipe -> data + backbone + method -> Lightning Trainer -> run dir.
+
+Run dir ``<output_dir>/<name>/``: recipe.yaml (resolved), checkpoints/last.ckpt (each epoch, resumable),
+metrics.jsonl, plots/, encoder.safetensors + encoder.json; ``run`` adds eval.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from ssl_transfer.backbones import build_backbone
+from ssl_transfer.data import DataBundle, build_data, make_loader
+from ssl_transfer.data.views import build_augment
+from ssl_transfer.errors import UserError
+from ssl_transfer.export import encoder_meta, load_encoder, save_encoder
+from ssl_transfer.methods import build_method
+from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
+from ssl_transfer.training.checkpoint import AtomicCheckpointIO
+from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
+from ssl_transfer.training.module import PretrainModule
+from ssl_transfer.training.plots import plot_loss_curve
+
+log = logging.getLogger("ssl_transfer")
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its files, and its headline numbers."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: DataBundle | None = None
+
+
+def resolve_device(cfg: TrainerConfig) -> tuple[str, str]:
+    """(accelerator, precision) with ``auto`` resolved: cuda + bf16-mixed when present, else cpu + 32-true."""
+    accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise UserError("trainer.accelerator=gpu but no CUDA device is visible")
+    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if accelerator == "gpu" else "32-true")
+    return accelerator, precision
+
+
+def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return load_recipe(recipe.to_dict(), overrides) if overrides else recipe
+    p = Path(recipe) if not isinstance(recipe, dict) else None
+    if p is not None and p.is_dir() and (p / "recipe.yaml").is_file():  # a run dir: its saved recipe
+        recipe = p / "recipe.yaml"
+    return load_recipe(recipe, overrides)
+
+
+def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
+    run_dir = Path(recipe.output_dir) / recipe.name
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not ckpt.is_file():
+            raise UserError(f"--resume: no checkpoint at {ckpt}")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _loggers(recipe: Recipe, run_dir: Path) -> list:
+    loggers: list = [JsonlLogger(run_dir / "metrics.jsonl")]
+    if recipe.logging.wandb != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers.append(
+            WandbLogger(
+                project=recipe.logging.project,
+                entity=recipe.logging.entity,
+                name=recipe.name,
+                save_dir=str(run_dir),
+                offline=recipe.logging.wandb == "offline",
+                config=recipe.to_dict(),
+                settings=_wandb_settings(),
+            )
+        )
+    return loggers
+
+
+def _wandb_settings() -> Any:
+    import wandb
+
+    return wandb.Settings(silent=True, console="off", x_disable_stats=True)
+
+
+def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) -> pl.Trainer:
+    """A Lightning Trainer for ``recipe``: device/precision, DDP, per-epoch last.ckpt, loggers, progress bar."""
+    t = recipe.trainer
+    accelerator, precision = resolve_device(t)
+    strategy: Any = "auto"
+    if t.strategy == "ddp":
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = DDPStrategy(find_unused_parameters=False)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1, save_on_train_epoch_end=True)
+    return pl.Trainer(
+        default_root_dir=str(run_dir),
+        max_epochs=max_epochs or t.max_epochs,
+        max_steps=t.max_steps or -1,
+        accelerator=accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=precision,
+        gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=t.progress_bar,
+        deterministic=t.deterministic,
+        callbacks=[checkpoint],
+        logger=_loggers(recipe, run_dir),
+        plugins=[AtomicCheckpointIO()],
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+
+
+def pretrain(
+    recipe: Recipe | str | Path | dict,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Pretrain the recipe's encoder and write the run dir; returns its path and final training metrics.
+
+    ``recipe`` is a Recipe, a YAML path, a bundled recipe name, a dict, or a run dir (its saved recipe).
+    """
+    recipe = _as_recipe(recipe, overrides)
+    run_dir = _prepare_run_dir(recipe, resume, overwrite)
+    recipe.save(run_dir / "recipe.yaml")
+    pl.seed_everything(recipe.seed, workers=True, verbose=False)
+
+    data = build_data(recipe.data)
+    backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
+    method = build_method(recipe.method, backbone, data.input_shape)
+    augment = build_augment(recipe.augment, data.channels, data.image_size)
+    plot_images = data.train[list(range(min(8, len(data.train))))][0] if recipe.logging.plots else None
+    if plot_images is not None and not isinstance(plot_images, torch.Tensor):  # file datasets yield samples
+        plot_images = torch.stack([data.train[i][0] for i in range(min(8, len(data.train)))])
+    module = PretrainModule(method, augment, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
+    loader = make_loader(data.train, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
+
+    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
+        truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
+    trainer = build_trainer(recipe, run_dir)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_path) if resume else None)
+    _finish_wandb(recipe)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        meta = encoder_meta(
+            recipe.backbone.name, recipe.backbone.kwargs, backbone.embed_dim, data.input_shape, data.mean, data.std,
+            method=recipe.method.name, data=data.describe(), recipe=recipe.to_dict(), train_metrics=metrics,
+        )
+        save_encoder(backbone, run_dir / "encoder.safetensors", meta)
+        if recipe.logging.plots:
+            plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
+    return RunResult(run_dir, metrics, data)
+
+
+def _finish_wandb(recipe: Recipe) -> None:
+    if recipe.logging.wandb != "disabled":
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def evaluate_run(run_dir: str | Path, recipe: Recipe, data: DataBundle | None = None) -> dict[str, Any]:
+    """The recipe's eval protocols on its data's test split, using the exported encoder; writes eval.json."""
+    from ssl_transfer.evaluation import extract_features, knn_classify
+
+    run_dir = Path(run_dir)
+    data = data or build_data(recipe.data)
+    if data.test is None:
+        raise UserError(f"data.source={recipe.data.source} has no test split to evaluate on")
+    encoder = load_encoder(run_dir, "cuda" if torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {}
+    if "knn" in recipe.eval.protocols:
+        tr_f, tr_y = extract_features(encoder, data.train, data.mean, data.std, recipe.eval.batch_size)
+        te_f, te_y = extract_features(encoder, data.test, data.mean, data.std, recipe.eval.batch_size)
+        results["knn"] = knn_classify(tr_f, tr_y, te_f, te_y, recipe.eval.knn.k, recipe.eval.knn.temperature)
+    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    meta_path = run_dir / "encoder.json"
+    meta = json.loads(meta_path.read_text())
+    meta["eval_metrics"] = results
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return results
+
+
+def run(
+    recipe: Recipe | str | Path | dict,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> RunResult:
+    """Pretrain, then evaluate (the recipe's ``eval`` section), then export (its ``export`` section)."""
+    res = pretrain(recipe, overrides, resume=resume, overwrite=overwrite)
+    recipe = load_recipe(res.run_dir / "recipe.yaml")
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return res
+    res.metrics["eval"] = evaluate_run(res.run_dir, recipe, res.data)
+    return res
+
+
+def first_and_last_loss(run_dir: str | Path) -> tuple[float, float]:
+    """Mean training loss of the first and of the last epoch, from metrics.jsonl."""
+    ep = [r["train/loss_epoch"] for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "train/loss_epoch" in r]
+    if not ep:
+        raise ValueError(f"no epoch losses in {run_dir}/metrics.jsonl")
+    return ep[0], ep[-1]

@@ -1,0 +1,1 @@
+"""Lightning plumbing shared by every method: module, optimizer + schedule, loggers, checkpoint IO, plots."""
