@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def quiet(tmp_path: Path) -> list[str]:
+    """Overrides that keep a test run small, local and silent."""
+    return [
+        f"output_dir={tmp_path / 'runs'}",
+        "logging.wandb=disabled",
+        "trainer.progress_bar=false",
+        "trainer.log_every_n_steps=1",
+    ]
+
+
+@pytest.fixture
+def tiny_npz(tmp_path: Path) -> Path:
+    """A 4-class 12x12 grayscale npz whose classes differ by which quadrant is bright."""
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, r * 6 : r * 6 + 6, q * 6 : q * 6 + 6] += 180
+        return x, y.astype(np.int64)
+
+    xtr, ytr = make(200)
+    xte, yte = make(80)
+    p = tmp_path / "tiny.npz"
+    np.savez(p, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    return p

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from ssl_transfer.data.views import PRESETS, AugmentConfig, build_augment
+
+
+def test_none_preset_is_identity():
+    aug = build_augment(AugmentConfig(), 3, (16, 16))
+    x = torch.rand(4, 3, 16, 16)
+    assert len(aug.ops) == 0 and torch.equal(aug(x), x) and AugmentConfig().is_identity()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_presets_keep_shape_range_and_vary_per_image(preset, channels):
+    cfg = AugmentConfig(preset=preset)
+    aug = build_augment(cfg, channels, (28, 28))
+    x = torch.rand(1, channels, 28, 28).expand(8, -1, -1, -1).contiguous()
+    torch.manual_seed(0)
+    y = aug(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    if preset != "none":
+        assert not torch.allclose(y[0], y[1]), "parameters must be drawn per image"
+        assert not torch.allclose(aug(x), y), "a new draw per call"
+
+
+def test_rgb_only_ops_skipped_for_gray():
+    cfg = AugmentConfig(preset="simclr")
+    names_rgb = [type(m).__name__ for m in build_augment(cfg, 3, (32, 32)).ops]
+    names_gray = [type(m).__name__ for m in build_augment(cfg, 1, (32, 32)).ops]
+    assert "RandomGrayscale" in names_rgb and "RandomGrayscale" not in names_gray
+
+
+def test_noise_op():
+    aug = build_augment(AugmentConfig(noise_std=0.1), 1, (8, 8))
+    x = torch.full((64, 1, 8, 8), 0.5)
+    assert abs(float((aug(x) - x).std()) - 0.1) < 0.01

@@ -1,0 +1,52 @@
+"""The console script, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ssl_transfer.cli import main
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ssl_transfer", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("sub", [[], ["pretrain"], ["run"], ["list"]])
+def test_help(sub):
+    r = cli(*sub, "-h")
+    assert r.returncode == 0 and "usage: ssl-transfer" in r.stdout
+
+
+def test_list_everything():
+    r = cli("list", "methods")
+    assert r.returncode == 0 and r.stdout.split()[0] == "ae" and "dae" in r.stdout
+    assert "cnn_small" in cli("list", "backbones").stdout
+    out = cli("list", "datasets").stdout
+    assert all(s in out for s in ["digits", "npz", "mnist", "fashion_mnist", "cifar10", "stl10", "imagefolder"])
+    assert "quickstart" in cli("list", "recipes").stdout
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lrr=0.1", "ssl-transfer: error: optim.lrr: unknown key (did you mean 'lr'?"),
+    ("optim.lr=-0.1", "ssl-transfer: error: optim.lr: must be greater than 0 (got -0.1)"),
+])
+def test_bad_recipe_is_one_line_exit_2(tmp_path: Path, override, expected):
+    r = cli("pretrain", "quickstart", override, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(expected)
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_print_recipe_with_override_after_flag(capsys):
+    assert main(["pretrain", "quickstart", "--print-recipe", "trainer.max_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "max_epochs: 2" in out and "name: quickstart" in out
+
+
+def test_unknown_flag_still_fails(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "quickstart", "--bogus"])

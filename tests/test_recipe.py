@@ -1,0 +1,137 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ssl_transfer.recipe import Recipe, RecipeError, apply_overrides, list_recipes, load_recipe, parse_override
+
+from .conftest import REPO
+
+
+def error_of(raw=None, overrides=None) -> str:
+    with pytest.raises(RecipeError) as e:
+        load_recipe(raw if raw is not None else {}, overrides)
+    msg = str(e.value)
+    assert "\n" not in msg, "errors must be one line"
+    return msg
+
+
+def test_defaults_are_valid():
+    r = load_recipe()
+    assert r.method.name == "ae" and r.optim.lr > 0 and r.logging.wandb == "offline"
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_bundled_recipe_validates(name):
+    r = load_recipe(name)
+    assert r.name == name
+
+
+def test_bundled_recipes_exist():
+    assert "quickstart" in list_recipes()
+
+
+def test_misspelt_key_names_field_and_suggests(tmp_path: Path):
+    p = tmp_path / "r.yaml"
+    p.write_text("optim:\n  lrr: 0.1\n")
+    msg = str(pytest.raises(RecipeError, load_recipe, p).value)
+    assert msg.startswith("optim.lrr: unknown key") and "did you mean 'lr'" in msg and "\n" not in msg
+
+
+def test_negative_lr_names_field(tmp_path: Path):
+    p = tmp_path / "r.yaml"
+    p.write_text("optim:\n  lr: -0.1\n")
+    msg = str(pytest.raises(RecipeError, load_recipe, p).value)
+    assert msg == "optim.lr: must be greater than 0 (got -0.1)"
+
+
+def test_bad_choice_lists_allowed_values():
+    msg = error_of({"trainer": {"precision": "bf16"}})
+    assert msg.startswith("trainer.precision:") and "'bf16-mixed'" in msg and "(got 'bf16')" in msg
+
+
+def test_unknown_method_lists_methods():
+    msg = error_of({"method": {"name": "aee"}})
+    assert msg.startswith("method.name: unknown method 'aee'") and "ae, dae" in msg
+
+
+def test_method_specific_keys_are_checked_per_method():
+    assert load_recipe({"method": {"name": "dae", "noise_std": 0.3}}).method.noise_std == 0.3
+    msg = error_of({"method": {"name": "ae", "noise_std": 0.3}})  # a dae key on ae
+    assert msg.startswith("method.noise_std: unknown key")
+
+
+def test_misplaced_top_level_key_points_to_its_section():
+    assert "did you mean 'optim.lr'" in error_of({"lr": 0.1})
+
+
+def test_source_requirements_and_unknown_source():
+    assert error_of({"data": {"source": "npz"}}) == "data.path: required when data.source=npz"
+    assert "unknown data source 'mnistt'" in error_of({"data": {"source": "mnistt"}})
+
+
+def test_unknown_backbone_suggests_timm_names():
+    msg = error_of({"backbone": {"name": "resnet1"}})
+    assert msg.startswith("backbone.name: unknown backbone 'resnet1'") and "resnet18" in msg
+
+
+def test_several_errors_stay_on_one_line():
+    msg = error_of({"optim": {"lr": 0}, "trainer": {"max_epochs": 0}})
+    assert "optim.lr" in msg and "trainer.max_epochs" in msg and "; " in msg
+
+
+def test_nan_and_inf_rejected():
+    assert error_of({"optim": {"lr": float("inf")}}).startswith("optim.lr")
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_override("trainer.max_epochs=3") == (["trainer", "max_epochs"], 3)
+    assert parse_override("optim.lr=1e-3") == (["optim", "lr"], 1e-3)
+    assert parse_override("logging.plots=false") == (["logging", "plots"], False)
+    assert parse_override("augment.crop_scale=[0.2, 1.0]") == (["augment", "crop_scale"], [0.2, 1.0])
+    with pytest.raises(RecipeError, match="expected key.sub=value"):
+        parse_override("trainer.max_epochs")
+
+
+def test_overrides_layer_over_file(tmp_path: Path):
+    p = tmp_path / "r.yaml"
+    p.write_text("optim:\n  lr: 0.5\ntrainer:\n  max_epochs: 7\n")
+    r = load_recipe(p, ["optim.lr=0.25", "method.name=dae"])
+    assert r.optim.lr == 0.25 and r.trainer.max_epochs == 7 and r.method.name == "dae" and r.name == "r"
+
+
+def test_override_into_a_value_is_an_error():
+    with pytest.raises(RecipeError, match="is a value, not a section"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_unknown_override_key_is_rejected():
+    assert error_of({}, ["trainer.max_epoch=3"]).startswith("trainer.max_epoch: unknown key (did you mean 'max_epochs'")
+
+
+def test_augment_preset_fills_fields_and_explicit_fields_win():
+    r = load_recipe({"augment": {"preset": "digits", "rotate_degrees": 5}})
+    assert r.augment.rotate_degrees == 5 and r.augment.translate == 0.1
+    assert "augment.preset: unknown preset" in error_of({"augment": {"preset": "digitz"}})
+
+
+def test_saved_recipe_round_trips(tmp_path: Path):
+    r = load_recipe("quickstart", ["optim.lr=0.01"])
+    r.save(tmp_path / "recipe.yaml")
+    again = load_recipe(tmp_path / "recipe.yaml")
+    assert again == r
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["optim"]["lr"] == 0.01
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path: Path):
+    with pytest.raises(RecipeError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+def test_recipe_dir_is_repo_recipes():
+    assert (REPO / "recipes" / "quickstart.yaml").is_file()
+    assert isinstance(load_recipe(REPO / "recipes" / "quickstart.yaml"), Recipe)

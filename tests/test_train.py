@@ -1,0 +1,93 @@
+"""End-to-end pretraining runs on tiny data: run dir contents, resume, loggers, evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from ssl_transfer.errors import UserError
+from ssl_transfer.export import load_encoder
+from ssl_transfer.recipe import load_recipe
+from ssl_transfer.train import first_and_last_loss, pretrain, run
+from ssl_transfer.training.metrics_log import read_metrics
+
+SMALL = {"name": "t", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 2}}
+
+
+def test_two_epoch_ae_run_writes_the_run_dir(quiet):
+    res = pretrain(SMALL, quiet)
+    d = res.run_dir
+    for f in ["recipe.yaml", "checkpoints/last.ckpt", "metrics.jsonl", "encoder.safetensors", "encoder.json", "plots/loss.png",
+              "plots/reconstructions_epoch001.png", "plots/reconstructions_epoch002.png"]:
+        assert (d / f).is_file(), f
+    saved = load_recipe(d / "recipe.yaml")
+    assert saved == load_recipe(SMALL, quiet)  # the resolved recipe, every default spelled out
+    assert "augment" in yaml.safe_load((d / "recipe.yaml").read_text())
+
+    ckpt = torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 8  # epochs completed; 256 / 64 = 4 steps an epoch
+    recs = read_metrics(d / "metrics.jsonl")
+    epochs = [r for r in recs if "train/loss_epoch" in r]
+    assert [r["epoch"] for r in epochs] == [0, 1] and epochs[1]["train/loss_epoch"] < epochs[0]["train/loss_epoch"]
+    assert sum("train/loss_step" in r for r in recs) == 8
+
+    meta = json.loads((d / "encoder.json").read_text())
+    assert meta["input"]["channels"] == 1 and meta["input"]["height"] == 8 and meta["method"] == "ae"
+    assert meta["embed_dim"] == 128 and meta["recipe"]["name"] == "t" and "torch" in meta["versions"]
+    weights = load_file(d / "encoder.safetensors")
+    assert all(not k.startswith("decoder") for k in weights)  # the encoder alone is exported
+    enc = load_encoder(d)
+    assert enc.embed(torch.zeros(3, 1, 8, 8, dtype=torch.uint8)).shape == (3, 128)
+
+
+def test_existing_run_dir_needs_resume_or_overwrite(quiet):
+    pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet)
+    with pytest.raises(UserError, match="--resume"):
+        pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet)
+    res = pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet, overwrite=True)
+    assert (res.run_dir / "encoder.safetensors").is_file()
+
+
+def test_resume_continues_from_last_checkpoint(quiet):
+    first = pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet)
+    res = pretrain(first.run_dir, ["trainer.max_epochs=3"], resume=True)  # a run dir resumes its saved recipe
+    ckpt = torch.load(res.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12
+    epochs = [r["epoch"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/loss_epoch" in r]
+    assert epochs == [0, 1, 2]
+    assert load_recipe(res.run_dir / "recipe.yaml").trainer.max_epochs == 3
+
+
+def test_resume_without_checkpoint_is_a_clear_error(quiet):
+    with pytest.raises(UserError, match="no checkpoint"):
+        pretrain(SMALL, quiet, resume=True)
+
+
+def test_wandb_offline_logs_locally(quiet):
+    overrides = [o for o in quiet if not o.startswith("logging.wandb")] + ["logging.wandb=offline"]
+    res = pretrain({**SMALL, "trainer": {"max_epochs": 1}}, overrides)
+    runs = list((res.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_run_evaluates_knn_well_above_chance(quiet):
+    res = run({"name": "e", "data": {"source": "digits", "batch_size": 64}, "trainer": {"max_epochs": 3}}, quiet)
+    knn = res.metrics["eval"]["knn"]
+    assert knn["n_test"] == 360 and knn["top1"] > 0.75  # chance is 0.10
+    assert json.loads((res.run_dir / "eval.json").read_text())["knn"]["top1"] == knn["top1"]
+    assert json.loads((res.run_dir / "encoder.json").read_text())["eval_metrics"]["knn"]["top1"] == knn["top1"]
+    first, last = first_and_last_loss(res.run_dir)
+    assert last < first
+
+
+def test_dae_and_timm_backbone_train(quiet, tiny_npz: Path):
+    recipe = {"name": "r", "data": {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3},
+              "backbone": {"name": "resnet18"}, "method": {"name": "dae"}, "augment": {"preset": "simclr"}, "trainer": {"max_epochs": 1}}
+    res = pretrain(recipe, quiet)
+    enc = load_encoder(res.run_dir)
+    assert enc.embed_dim == 512 and enc.preprocess.size == (16, 16)

@@ -1,0 +1,38 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_transfer.recipe import OptimConfig
+from ssl_transfer.training.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def test_warmup_then_cosine_to_floor():
+    f = [lr_factor(s, 100, 10, "cosine", 0.1) for s in range(101)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[55] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f[100] == pytest.approx(0.1) and all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert lr_factor(50, 100, 0, "constant", 0.0) == 1.0
+
+
+@pytest.mark.parametrize("name,cls", [("adamw", "AdamW"), ("adam", "Adam"), ("sgd", "SGD"), ("lars", "LARS")])
+def test_optimizers_and_no_decay_on_norm_and_bias(name, cls):
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    opt = build_optimizer(model, OptimConfig(optimizer=name, weight_decay=0.05))
+    assert type(opt).__name__ == cls
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {id(model[0].weight), id(model[2].weight)}
+
+
+def test_scheduler_steps_per_optimizer_step():
+    model = nn.Linear(2, 2)
+    cfg = OptimConfig(lr=1.0, warmup_epochs=1, min_lr_ratio=0.0)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=20, steps_per_epoch=5)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and lrs[-1] < 0.02
