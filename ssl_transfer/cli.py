@@ -52,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     res = run(args.recipe, args.overrides, resume=args.resume, overwrite=args.overwrite)
     first, last = first_and_last_loss(res.run_dir)
     print(f"\nrun dir: {res.run_dir}")
-    print(f"train loss: first epoch {first:.4g} -> last epoch {last:.4g} ({first / last:.1f}x lower)")
+    ratio = f" ({first / last:.1f}x lower)" if 0 < last < first else ""
+    print(f"train loss: first epoch {first:.4g} -> last epoch {last:.4g}{ratio}")
     knn = res.metrics.get("eval", {}).get("knn")
     if knn:
         print(f"kNN (k={knn['k']}, T={knn['temperature']}) on {knn['n_test']} test images: top-1 {100 * knn['top1']:.2f}%  top-5 {100 * knn['top5']:.2f}%")

@@ -66,6 +66,25 @@ class Preprocess(nn.Module):
         return (x.to(self.mean.device) - self.mean) / self.std
 
 
+class HeadedBackbone(nn.Module):
+    """backbone -> linear head (e.g. a VAE's posterior mean): (B, C, H, W) -> (B, head.out_features)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.embed_dim = head.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.backbone(x))
+
+
+def exportable(backbone: nn.Module, head: nn.Linear | None) -> tuple[nn.Module, dict[str, int] | None]:
+    """The module to export and the ``head`` entry of its metadata."""
+    if head is None:
+        return backbone, None
+    return HeadedBackbone(backbone, head), {"in_features": head.in_features, "out_features": head.out_features}
+
+
 class Encoder(nn.Module):
     """A pretrained backbone with its metadata: ``embed_dim``, ``preprocess`` and ``embed(images) -> (N, D)``."""
 
@@ -101,13 +120,18 @@ def encoder_meta(
     input_shape: tuple[int, int, int],
     mean: Sequence[float],
     std: Sequence[float],
+    head: dict[str, int] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The JSON that travels with an encoder: enough to rebuild it and feed it exactly as in training."""
+    """The JSON that travels with an encoder: enough to rebuild it and feed it exactly as in training.
+
+    ``head``: in/out features of a linear layer after the backbone, or None.
+    """
     c, h, w = input_shape
     return {
         "format_version": FORMAT_VERSION,
         "backbone": {"name": backbone_name, "kwargs": backbone_kwargs},
+        "head": head,
         "embed_dim": int(embed_dim),
         "input": {"channels": c, "height": h, "width": w, "mean": list(mean), "std": list(std), "range": "uint8 /255 then (x-mean)/std"},
         **extra,
@@ -137,6 +161,9 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encode
     meta = json.loads(meta_path.read_text())
     inp = meta["input"]
     backbone = build_backbone(meta["backbone"]["name"], (inp["channels"], inp["height"], inp["width"]), False, meta["backbone"]["kwargs"])
+    head = meta.get("head")
+    if head:
+        backbone = HeadedBackbone(backbone, nn.Linear(head["in_features"], head["out_features"]))
     missing, unexpected = load_model(backbone, str(p), strict=True)
     assert not missing and not unexpected, (missing, unexpected)
     return Encoder(backbone, meta).to(device).eval()

@@ -22,7 +22,7 @@ from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_loader
 from ssl_transfer.data.views import build_augment
 from ssl_transfer.errors import UserError
-from ssl_transfer.export import encoder_meta, load_encoder, save_encoder
+from ssl_transfer.export import encoder_meta, exportable, load_encoder, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO
@@ -149,7 +149,7 @@ def pretrain(
 
     data = build_data(recipe.data)
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
-    method = build_method(recipe.method, backbone, data.input_shape)
+    method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
     augment = build_augment(recipe.augment, data.channels, data.image_size)
     plot_images = data.train[list(range(min(8, len(data.train))))][0] if recipe.logging.plots else None
     if plot_images is not None and not isinstance(plot_images, torch.Tensor):  # file datasets yield samples
@@ -170,11 +170,12 @@ def pretrain(
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
+        exported, head = exportable(backbone, method.export_head())
         meta = encoder_meta(
-            recipe.backbone.name, recipe.backbone.kwargs, backbone.embed_dim, data.input_shape, data.mean, data.std,
+            recipe.backbone.name, recipe.backbone.kwargs, exported.embed_dim, data.input_shape, data.mean, data.std, head,
             method=recipe.method.name, data=data.describe(), recipe=recipe.to_dict(), train_metrics=metrics,
         )
-        save_encoder(backbone, run_dir / "encoder.safetensors", meta)
+        save_encoder(exported, run_dir / "encoder.safetensors", meta)
         if recipe.logging.plots:
             plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
     return RunResult(run_dir, metrics, data)

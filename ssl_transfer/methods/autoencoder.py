@@ -68,8 +68,8 @@ class Autoencoder(PretextMethod):
     config_cls = AEConfig
     cfg: AEConfig
 
-    def __init__(self, cfg: AEConfig, encoder: nn.Module, input_shape: tuple[int, int, int]) -> None:
-        super().__init__(cfg, encoder, input_shape)
+    def __init__(self, cfg: AEConfig, encoder: nn.Module, input_shape: tuple[int, int, int], *args, **kwargs) -> None:
+        super().__init__(cfg, encoder, input_shape, *args, **kwargs)
         self.decoder = ConvDecoder(encoder.embed_dim, self.input_shape, cfg.decoder_width)
 
     def corrupt(self, x: Tensor) -> Tensor:

@@ -6,9 +6,14 @@ The trainer hands a method ``num_views`` augmented, normalised views of a batch 
 
 from __future__ import annotations
 
-from typing import ClassVar
+import copy
+from typing import Annotated, Callable, ClassVar, Sequence
 
+import torch
+from lightly.models.utils import deactivate_requires_grad
 from torch import Tensor, nn
+
+from pydantic import Field
 
 from ssl_transfer.schema import StrictModel
 
@@ -19,17 +24,35 @@ class MethodConfig(StrictModel):
     name: str
 
 
+class ProjectedConfig(MethodConfig):
+    """Fields shared by methods with a projection MLP after the encoder (sizes for small CNNs by default)."""
+
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = 512
+    proj_out_dim: Annotated[int, Field(gt=0)] = 128
+
+
 class PretextMethod(nn.Module):
     """Base class. ``encoder`` is the backbone that gets exported; everything else is training-only."""
 
     config_cls: ClassVar[type[MethodConfig]]
     num_views: ClassVar[int] = 1
 
-    def __init__(self, cfg: MethodConfig, encoder: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        cfg: MethodConfig,
+        encoder: nn.Module,
+        input_shape: tuple[int, int, int],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
         self.input_shape = tuple(input_shape)
+        c = self.input_shape[0]
+        # The pixel statistics the views were normalised with (for likelihoods in pixel units).
+        self.register_buffer("pixel_mean", torch.tensor(mean or [0.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std or [1.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
         self.step = 0
         self.total_steps = 1
 
@@ -52,3 +75,22 @@ class PretextMethod(nn.Module):
     def visualize(self, x: Tensor) -> dict[str, Tensor]:
         """Image grids to save, as name -> (N, C, H, W) in normalised space; none by default."""
         return {}
+
+    def export_head(self) -> nn.Linear | None:
+        """A linear map applied after the encoder in the exported model (the VAE's mean); none by default."""
+        return None
+
+
+def forward_views(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+    """Run ``fn`` once on all views concatenated (one pass, shared BatchNorm statistics); split the result.
+
+    ``views``: V tensors (B, C, H, W) -> V tensors (B, ...).
+    """
+    return list(fn(torch.cat(list(views))).chunk(len(views)))
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` to be updated by exponential moving average (lightly's update_momentum)."""
+    twin = copy.deepcopy(module)
+    deactivate_requires_grad(twin)
+    return twin

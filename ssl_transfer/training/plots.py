@@ -46,6 +46,7 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path, key: str = "
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return Path(out_path)

@@ -1,0 +1,56 @@
+"""BYOL (Grill et al. 2020): an online network predicts a momentum target network's projection of the other view.
+
+Departures: projection/prediction sizes 1024 -> 128 for small CNNs (paper 4096 -> 256); the target momentum
+follows a cosine schedule from ``momentum`` (0.99; paper 0.996) to 1, as in the paper.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
+from lightly.models.utils import update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from pydantic import Field
+from torch import Tensor, nn
+
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views, momentum_copy
+from ssl_transfer.methods.registry import METHODS
+
+
+class BYOLConfig(ProjectedConfig):
+    name: Literal["byol"] = "byol"
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = 1024
+    pred_hidden_dim: Annotated[int, Field(gt=0)] = 1024
+    momentum: Annotated[float, Field(ge=0, le=1)] = Field(0.99, description="start of the cosine momentum schedule to 1.0")
+
+
+@METHODS.register("byol")
+class BYOL(PretextMethod):
+    """Predict the momentum target's projection of the other view; no negatives."""
+
+    config_cls = BYOLConfig
+    num_views = 2
+    cfg: BYOLConfig
+
+    def __init__(self, cfg: BYOLConfig, encoder: nn.Module, *args, **kwargs) -> None:
+        super().__init__(cfg, encoder, *args, **kwargs)
+        self.projection_head = BYOLProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.prediction_head = BYOLPredictionHead(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim)
+        self.encoder_momentum = momentum_copy(self.encoder)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
+        self.criterion = NegativeCosineSimilarity()
+
+    def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        p0, p1 = forward_views(lambda x: self.prediction_head(self.projection_head(self.encoder(x))), views)
+        with torch.no_grad():
+            z0, z1 = forward_views(lambda x: self.projection_head_momentum(self.encoder_momentum(x)), views)
+        return {"loss": 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))}
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)
+        update_momentum(self.encoder, self.encoder_momentum, m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m)
