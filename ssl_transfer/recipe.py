@@ -100,6 +100,7 @@ class TrainerConfig(StrictModel):
     devices: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
     num_nodes: Annotated[int, Field(gt=0)] = 1
     strategy: Literal["auto", "ddp"] = "auto"
+    sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (as SimCLR, BYOL, Barlow Twins papers)")
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field("auto", description="auto = bf16-mixed on GPU, 32-true on CPU")
     gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
     log_every_n_steps: Annotated[int, Field(gt=0)] = 10

@@ -123,6 +123,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
         enable_progress_bar=t.progress_bar,
         enable_model_summary=t.progress_bar,
         deterministic=t.deterministic,
+        sync_batchnorm=t.sync_batchnorm,
         callbacks=[checkpoint],
         logger=_loggers(recipe, run_dir),
         plugins=[AtomicCheckpointIO()],

@@ -1,7 +1,11 @@
 """Barlow Twins (Zbontar et al. 2021): push the cross-correlation of the two views' projections to identity.
 
-Departures: projection 1024 -> 1024 for small CNNs (paper 8192 -> 8192). The cross-correlation is computed
-over the global batch under DDP (lightly's BarlowTwinsLoss, gather_distributed=True).
+Departures: projection 1024 -> 1024 for small CNNs (paper 8192 -> 8192).
+
+Under DDP the projections are gathered (with gradients) and lightly's loss is applied to the global batch.
+lightly's own ``gather_distributed=True`` standardises each rank's batch with that rank's statistics before
+summing the correlation matrices, which differs from the global-batch loss (tests/methods/test_ddp.py shows
+10.79 vs 11.47 on 2 ranks); the paper's code standardises over the global batch (SyncBatchNorm).
 """
 
 from __future__ import annotations
@@ -10,11 +14,26 @@ from typing import Annotated, Literal
 
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules.heads import BarlowTwinsProjectionHead
+from lightly.utils import dist
 from pydantic import Field
+import torch
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views
 from ssl_transfer.methods.registry import METHODS
+
+
+class GlobalBarlowTwinsLoss(nn.Module):
+    """lightly's BarlowTwinsLoss on projections gathered from every rank: (B, D) x 2 -> scalar, the global-batch loss."""
+
+    def __init__(self, lambda_param: float) -> None:
+        super().__init__()
+        self.loss = BarlowTwinsLoss(lambda_param=lambda_param, gather_distributed=False)
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        if dist.world_size() > 1:
+            z_a, z_b = torch.cat(dist.gather(z_a), 0), torch.cat(dist.gather(z_b), 0)
+        return self.loss(z_a, z_b)
 
 
 class BarlowTwinsConfig(ProjectedConfig):
@@ -35,7 +54,7 @@ class BarlowTwins(PretextMethod):
     def __init__(self, cfg: BarlowTwinsConfig, encoder: nn.Module, *args, **kwargs) -> None:
         super().__init__(cfg, encoder, *args, **kwargs)
         self.projection_head = BarlowTwinsProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
-        self.criterion = BarlowTwinsLoss(lambda_param=cfg.lambda_param, gather_distributed=True)
+        self.criterion = GlobalBarlowTwinsLoss(cfg.lambda_param)
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         z0, z1 = forward_views(lambda x: self.projection_head(self.encoder(x)), views)

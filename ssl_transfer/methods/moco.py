@@ -50,7 +50,7 @@ class MoCo(PretextMethod):
 
     @property
     def queue(self) -> Tensor:
-        """The key queue, (proj_out_dim, queue_size)."""
+        """The key queue, (queue_size, proj_out_dim), unit rows."""
         return self.criterion.memory_bank.bank
 
     def query(self, x: Tensor) -> Tensor:
