@@ -119,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"ssl-transfer: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("ssl-transfer: interrupted", file=sys.stderr)
         return 130

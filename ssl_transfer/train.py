@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_loader
-from ssl_transfer.data.views import build_augment
+from ssl_transfer.data.views import build_view_augments
 from ssl_transfer.errors import UserError
 from ssl_transfer.export import encoder_meta, exportable, load_encoder, save_encoder
 from ssl_transfer.methods import build_method
@@ -151,11 +151,11 @@ def pretrain(
     data = build_data(recipe.data)
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
-    augment = build_augment(recipe.augment, data.channels, data.image_size)
+    augments = build_view_augments(recipe.augment, data.channels, data.image_size)
     plot_images = data.train[list(range(min(8, len(data.train))))][0] if recipe.logging.plots else None
     if plot_images is not None and not isinstance(plot_images, torch.Tensor):  # file datasets yield samples
         plot_images = torch.stack([data.train[i][0] for i in range(min(8, len(data.train)))])
-    module = PretrainModule(method, augment, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
+    module = PretrainModule(method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
     loader = make_loader(data.train, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
 
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"

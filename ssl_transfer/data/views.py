@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import kornia.augmentation as K
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from torch import Tensor, nn
 
 from ssl_transfer.schema import StrictModel
@@ -24,8 +24,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     # Handwritten digits: small rotations/shifts/zooms, no flips (a flipped 2 is not a 2), little colour.
     "digits": {"crop_scale": (0.5, 1.0), "rotate_degrees": 15.0, "translate": 0.1, "scale": (0.9, 1.1), "color_jitter": 0.5, "jitter": (0.4, 0.4, 0.0, 0.0), "blur": 0.2},
-    # SimCLR (Chen et al. 2020) as in lightly's SimCLRTransform; blur off for 32 px inputs as in the paper's CIFAR setting.
+    # SimCLR (Chen et al. 2020) ImageNet setting, as lightly's SimCLRTransform.
     "simclr": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.4, 0.1), "grayscale": 0.2, "blur": 0.5},
+    # BYOL (Grill et al. 2020): asymmetric views, blur always on the first, solarise only on the second.
+    "byol": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.2, 0.1), "grayscale": 0.2,
+             "blur": 1.0, "second_view": {"blur": 0.1, "solarize": 0.2}},
+    # CIFAR-10 at 32 px (SimCLR paper's CIFAR setting, solo-learn's cifar configs): no blur.
+    "cifar": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.2, 0.1), "grayscale": 0.2},
 }
 
 
@@ -49,6 +54,28 @@ class AugmentConfig(StrictModel):
     blur_sigma: PosPair = (0.1, 2.0)
     solarize: Prob = 0.0
     noise_std: Annotated[float, Field(ge=0)] = Field(0.0, description="additive Gaussian noise, in [0, 1] pixel units")
+    second_view: dict[str, Any] | None = Field(None, description="fields that differ for the second view (asymmetric views, e.g. BYOL)")
+
+    @model_validator(mode="after")
+    def _check_second_view(self) -> "AugmentConfig":
+        if self.second_view is not None:
+            bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view"})
+            if bad:
+                raise ValueError(f"augment.second_view: unknown key {sorted(bad)[0]!r} (allowed: any augment field but preset)")
+            try:
+                self.view_config(1)
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"augment.second_view.{where}: {err['msg']} (got {err['input']!r})") from None
+        return self
+
+    def view_config(self, i: int) -> "AugmentConfig":
+        """The settings for view ``i`` (0-based): the second view applies ``second_view`` on top."""
+        if i == 0 or self.second_view is None:
+            return self
+        data = {**self.model_dump(exclude={"second_view", "preset"}), **self.second_view}
+        return AugmentConfig.model_validate(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -61,8 +88,8 @@ class AugmentConfig(StrictModel):
         return {**PRESETS[preset], **data}
 
     def is_identity(self) -> bool:
-        """True when no op is enabled (the pipeline returns its input)."""
-        return not build_augment(self, channels=3, image_size=(32, 32)).ops
+        """True when no op is enabled for any view (the pipelines return their input)."""
+        return not any(a.ops for a in build_view_augments(self, channels=3, image_size=(32, 32)))
 
 
 class GaussianNoise(nn.Module):
@@ -121,3 +148,10 @@ def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
     if cfg.noise_std > 0:
         ops.append(GaussianNoise(cfg.noise_std))
     return Augment(ops)
+
+
+def build_view_augments(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[Augment]:
+    """One pipeline per distinct view: [first] or [first, second] when ``second_view`` is set; view i uses
+    pipeline ``i % len``."""
+    n = 1 if cfg.second_view is None else 2
+    return [build_augment(cfg.view_config(i), channels, image_size) for i in range(n)]

@@ -28,7 +28,7 @@ class PretrainModule(pl.LightningModule):
     def __init__(
         self,
         method: PretextMethod,
-        augment: Augment,
+        augments: list[Augment],
         mean: Sequence[float],
         std: Sequence[float],
         optim: "OptimConfig",
@@ -37,7 +37,7 @@ class PretrainModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.method = method
-        self.augment = augment
+        self.augments = torch.nn.ModuleList(augments)
         self.optim_cfg = optim
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -49,10 +49,10 @@ class PretrainModule(pl.LightningModule):
         return (x01 - self.mean) / self.std
 
     def make_views(self, images: Tensor) -> list[Tensor]:
-        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views."""
+        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views (view i: pipeline i % n)."""
         with torch.no_grad():
             x = images.float().div_(255.0)
-            return [self.normalize(self.augment(x)) for _ in range(self.method.num_views)]
+            return [self.normalize(self.augments[i % len(self.augments)](x)) for i in range(self.method.num_views)]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch

@@ -35,3 +35,24 @@ def test_noise_op():
     aug = build_augment(AugmentConfig(noise_std=0.1), 1, (8, 8))
     x = torch.full((64, 1, 8, 8), 0.5)
     assert abs(float((aug(x) - x).std()) - 0.1) < 0.01
+
+
+def test_second_view_overrides_only_its_fields():
+    from ssl_transfer.data.views import build_view_augments
+
+    cfg = AugmentConfig(preset="byol")
+    assert cfg.view_config(0).blur == 1.0 and cfg.view_config(0).solarize == 0.0
+    assert cfg.view_config(1).blur == 0.1 and cfg.view_config(1).solarize == 0.2 and cfg.view_config(1).hflip == 0.5
+    first, second = build_view_augments(cfg, 3, (32, 32))
+    assert "RandomSolarize" not in [type(m).__name__ for m in first.ops]
+    assert "RandomSolarize" in [type(m).__name__ for m in second.ops]
+    assert len(build_view_augments(AugmentConfig(preset="simclr"), 3, (32, 32))) == 1
+
+
+def test_second_view_rejects_unknown_fields():
+    from ssl_transfer.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="augment.second_view: unknown key 'blurr'"):
+        load_recipe({"augment": {"second_view": {"blurr": 0.1}}})
+    with pytest.raises(RecipeError, match=r"augment.second_view.blur: Input should be less than or equal to 1 \(got 2.0\)"):
+        load_recipe({"augment": {"second_view": {"blur": 2.0}}})

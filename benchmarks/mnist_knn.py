@@ -1,0 +1,131 @@
+"""Each pretext method on the full MNIST training set with a small CNN, then FAISS kNN (k=20, T=0.07, cosine,
+weighted) on the MNIST test set; wall time of pretraining on this machine.
+
+    python benchmarks/mnist_knn.py                      # all methods, their recipes' epochs
+    python benchmarks/mnist_knn.py --methods simclr,vae  # re-run some; others keep their stored results
+
+Results are kept in benchmarks/results/mnist_knn.json (one entry per method) and rendered into RESULTS.md,
+with two reference rows: kNN on raw pixels, and on a randomly initialised encoder of the same architecture.
+Targets (issue 3): >= 95% for SimCLR/MoCo/BYOL/SimSiam/Barlow Twins/VICReg, >= 90% for AE/DAE/VAE/Siamese/Triplet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import git_rev, machine, markdown_table, write_section  # noqa: E402
+from ssl_transfer.backbones import build_backbone  # noqa: E402
+from ssl_transfer.data import build_data  # noqa: E402
+from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
+from ssl_transfer.methods import METHODS  # noqa: E402
+from ssl_transfer.recipe import load_recipe  # noqa: E402
+from ssl_transfer.train import evaluate_run, pretrain  # noqa: E402
+
+FAMILY_95 = {"simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"}
+ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
+STORE = Path(__file__).parent / "results" / "mnist_knn.json"
+
+
+def run_method(name: str, extra: list[str], out_dir: Path) -> dict:
+    overrides = [f"output_dir={out_dir}", f"name=bench-{name}", "logging.wandb=disabled", "trainer.progress_bar=false", *extra]
+    recipe = load_recipe(f"{name}_mnist", overrides)
+    t0 = time.perf_counter()
+    res = pretrain(recipe, overwrite=True)
+    seconds = time.perf_counter() - t0
+    knn = evaluate_run(res.run_dir, recipe, res.data)["knn"]
+    return {
+        "method": name,
+        "backbone": recipe.backbone.name,
+        "epochs": recipe.trainer.max_epochs,
+        "batch_size": recipe.data.batch_size,
+        "augment": recipe.augment.preset,
+        "train_images": len(res.data.train),
+        "pretrain_seconds": round(seconds, 1),
+        "top1": knn["top1"],
+        "top5": knn["top5"],
+        "target": 0.95 if name in FAMILY_95 else 0.90,
+        "overrides": extra,
+    }
+
+
+def references(path: str) -> list[dict]:
+    """kNN on raw pixels and on a random-init cnn_tiny: what the SSL numbers must be read against."""
+    data = build_data(load_recipe({"data": {"source": "npz", "path": path}}).data)
+    flat = lambda ds: (ds.images.flatten(1).float() / 255.0, ds.labels)  # noqa: E731
+    rows = []
+    (xtr, ytr), (xte, yte) = flat(data.train), flat(data.test)
+    rows.append({"method": "raw pixels (reference)", **knn_classify(xtr - xtr.mean(0), ytr, xte - xtr.mean(0), yte, 20, 0.07)})
+    torch.manual_seed(0)
+    enc = build_backbone("cnn_tiny", data.input_shape)
+    ftr, _ = extract_features(enc, data.train, data.mean, data.std)
+    fte, _ = extract_features(enc, data.test, data.mean, data.std)
+    rows.append({"method": "random-init cnn_tiny (reference)", **knn_classify(ftr, ytr, fte, yte, 20, 0.07)})
+    return rows
+
+
+def render(store: dict, command: str) -> None:
+    rows = []
+    for name in ORDER:
+        r = store["methods"].get(name)
+        if r is None:
+            continue
+        ok = "yes" if r["top1"] >= r["target"] else "**no**"
+        per_epoch = r["pretrain_seconds"] / r["epochs"]
+        rows.append([name, r["backbone"], r["augment"], str(r["epochs"]), f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}",
+                     f"{100 * r['target']:.0f}", ok, f"{r['pretrain_seconds'] / 60:.1f}", f"{per_epoch:.0f}"])
+    for r in store.get("references", []):
+        rows.append([r["method"], "-", "-", "-", f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}", "-", "-", "-", "-"])
+    table = markdown_table(["method", "backbone", "augment", "epochs", "kNN top-1 %", "top-5 %", "target %", "meets", "pretrain min", "s/epoch"], rows)
+    body = f"""## MNIST: kNN accuracy of each pretext method (issue 3)
+
+Full MNIST training set (60,000 images) from `../shared/datasets/mnist.npz`, each method's bundled recipe
+(`recipes/<method>_mnist.yaml`: batch 256, AdamW lr 2e-3, 1 warm-up epoch, cosine), then FAISS kNN on the
+10,000 test images: cosine similarity, k=20, votes weighted exp(sim/0.07). Pretraining wall time on
+{store['machine']} (git {store['git']}).
+
+Command: `{command}`
+
+{table}
+
+The reference rows put the targets in context: on MNIST, kNN on raw pixels is already strong, so the targets
+test that pretraining does not destroy that information, not that it learns digits from nothing.
+"""
+    write_section("mnist_knn", body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default=",".join(ORDER))
+    ap.add_argument("--override", action="append", default=[], help="recipe override for every method, e.g. trainer.max_epochs=2")
+    ap.add_argument("--out", default="benchmarks/runs")
+    ap.add_argument("--no-render", action="store_true")
+    args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        METHODS.get(m)
+    store = json.loads(STORE.read_text()) if STORE.exists() else {"methods": {}}
+    store["machine"], store["git"] = machine(), git_rev()
+    if "references" not in store:
+        store["references"] = references("../shared/datasets/mnist.npz")
+    for m in methods:
+        r = run_method(m, args.override, Path(args.out))
+        store["methods"][m] = r
+        print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)
+        STORE.parent.mkdir(parents=True, exist_ok=True)
+        STORE.write_text(json.dumps(store, indent=2))
+    if not args.no_render:
+        cmd = "python benchmarks/mnist_knn.py" + (f" --methods {args.methods}" if args.methods != ",".join(ORDER) else "")
+        render(store, cmd)
+        print(Path("benchmarks/RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
