@@ -27,7 +27,7 @@ from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 from ssl_transfer.recipe import load_recipe  # noqa: E402
-from ssl_transfer.train import evaluate_run, pretrain  # noqa: E402
+from ssl_transfer.train import evaluate_run, headline, pretrain  # noqa: E402
 
 FAMILY_95 = {"simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"}
 ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
@@ -40,7 +40,7 @@ def run_method(name: str, extra: list[str], out_dir: Path) -> dict:
     t0 = time.perf_counter()
     res = pretrain(recipe, overwrite=True)
     seconds = time.perf_counter() - t0
-    knn = evaluate_run(res.run_dir, recipe, res.data)["knn"]
+    knn = headline(evaluate_run(res.run_dir, recipe), "knn")
     return {
         "method": name,
         "backbone": recipe.backbone.name,

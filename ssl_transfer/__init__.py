@@ -18,6 +18,7 @@ _API = {
     "Recipe": "ssl_transfer.recipe",
     "pretrain": "ssl_transfer.train",
     "run": "ssl_transfer.train",
+    "evaluate": "ssl_transfer.evaluation.protocol",
     "load_encoder": "ssl_transfer.export",
     "save_encoder": "ssl_transfer.export",
 }

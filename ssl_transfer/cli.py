@@ -54,9 +54,71 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nrun dir: {res.run_dir}")
     ratio = f" ({first / last:.1f}x lower)" if 0 < last < first else ""
     print(f"train loss: first epoch {first:.4g} -> last epoch {last:.4g}{ratio}")
-    knn = res.metrics.get("eval", {}).get("knn")
+    result = res.metrics.get("eval")
+    if result:
+        _print_eval(result)
+    return 0
+
+
+def _print_eval(result: dict) -> None:
+    from ssl_transfer.evaluation.report import summary_table
+    from ssl_transfer.train import headline
+
+    knn = headline(result, "knn")
     if knn:
         print(f"kNN (k={knn['k']}, T={knn['temperature']}) on {knn['n_test']} test images: top-1 {100 * knn['top1']:.2f}%  top-5 {100 * knn['top5']:.2f}%")
+    print(f"\ntop-1 test accuracy (%) on {result['data']['source']}:")
+    print(summary_table(result))
+
+
+def _int_list(text: str, name: str, allow_all: bool = False) -> list:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if allow_all and part == "all":
+            out.append(None)
+            continue
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise UserError(f"--{name}: expected comma-separated integers{' or all' if allow_all else ''}, got {part!r}") from None
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssl_transfer.evaluation.protocol import evaluate
+    from ssl_transfer.recipe import load_recipe
+
+    run_recipe = Path(args.encoder) / "recipe.yaml"
+    data: dict = {}
+    if args.dataset:
+        p = Path(args.dataset)
+        if p.suffix == ".npz":
+            data = {"source": "npz", "path": str(p)}
+        elif p.is_dir():
+            data = {"source": "imagefolder", "root": str(p)}
+        else:
+            data = {"source": args.dataset}
+    elif run_recipe.is_file():
+        rec = load_recipe(run_recipe)
+        data = (rec.eval.data or rec.data).model_dump(mode="json")
+    else:
+        raise UserError("--dataset is needed unless ENCODER is a run dir (whose recipe names its data)")
+    data = load_recipe({"data": data}, [f"data.{o}" for o in args.data]).data.model_dump(mode="json")
+    out = Path(args.out) if args.out else (Path(args.encoder) / "eval" if run_recipe.is_file() else Path("eval"))
+    result = evaluate(
+        args.encoder, data, protocols=[p for p in args.protocols.split(",") if p],
+        labels_per_class=_int_list(args.labels_per_class, "labels-per-class", allow_all=True), seeds=_int_list(args.seeds, "seeds"),
+        k=args.k, temperature=args.temperature, finetune_strategies=[s for s in args.finetune.split(",") if s],
+        finetune_epochs=args.epochs, out_dir=out,
+    )
+    _print_eval(result)
+    t = result["transfer"]
+    if t["resize"] or t["channels"] != "same":
+        print(f"input adaptation: resize {t['resize'] or 'none'}; channels {t['channels']}")
+    print(f"\nwritten: {out / 'eval.json'}, {out / 'report.md'}")
     return 0
 
 
@@ -101,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_run_args(p)
         p.set_defaults(fn=fn)
+    p = sub.add_parser("evaluate", help="evaluate any encoder: kNN, linear probe, fine-tuning, scratch, label budgets",
+                       description="Evaluate an encoder (run dir, encoder file, timm:NAME or torchvision:NAME) on a dataset.")
+    p.add_argument("encoder", help="run dir, encoder.safetensors/.json, timm:NAME or torchvision:NAME")
+    p.add_argument("--dataset", help="data source name (see `list datasets`), a .npz file, or an image folder; default: the run's data")
+    p.add_argument("--data", nargs="*", default=[], metavar="key=value", help="data section fields, e.g. root=data/cifar10 image_size=32")
+    p.add_argument("--protocols", default="knn,linear", help="comma list of knn, linear, finetune, scratch")
+    p.add_argument("--labels-per-class", default="all", help="comma list of label budgets per class, e.g. 1,10,100,all")
+    p.add_argument("--seeds", default="0", help="comma list of seeds (one label draw and training run per seed)")
+    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
+    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature T: weights exp(sim/T)")
+    p.add_argument("--finetune", default="full", help="comma list of fine-tuning strategies: full, head, llrd, freeze:K")
+    p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (at least 300 steps)")
+    p.add_argument("--out", help="output folder for eval.json and report.md (default: RUN_DIR/eval or ./eval)")
+    p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("list", help="list registered methods, backbones, datasets or bundled recipes")
     p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes"])
     p.set_defaults(fn=cmd_list)

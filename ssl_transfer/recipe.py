@@ -122,12 +122,29 @@ class KNNConfig(StrictModel):
     temperature: Annotated[float, Field(gt=0)] = 0.07
 
 
-class EvalConfig(StrictModel):
-    """What `ssl-transfer run` evaluates after pretraining (on the data section's test split)."""
+class LinearConfig(StrictModel):
+    epochs: Annotated[int, Field(gt=0)] = 100
 
-    protocols: list[Literal["knn"]] = Field(default_factory=lambda: ["knn"])
+
+class FinetuneConfig(StrictModel):
+    strategies: list[Annotated[str, Field(pattern=r"^(full|head|llrd|freeze:\d+)$")]] = Field(
+        default_factory=lambda: ["full"], description="full, head (feature extraction), llrd (layer-wise lr decay), freeze:K (first K blocks)"
+    )
+    epochs: Annotated[int, Field(gt=0)] = 20
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    layer_decay: Annotated[float, Field(gt=0, le=1)] = 0.75
+
+
+class EvalConfig(StrictModel):
+    """What `ssl-transfer run` evaluates after pretraining, with the one shared evaluator."""
+
+    protocols: list[Literal["knn", "linear", "finetune", "scratch"]] = Field(default_factory=lambda: ["knn"])
+    data: DataConfig | None = Field(None, description="evaluate on other data (cross-dataset transfer); default: the pretraining data")
+    labels_per_class: list[Annotated[int, Field(gt=0)] | None] = Field(default_factory=lambda: [None], description="label budgets; null = all labels")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
     knn: KNNConfig = Field(default_factory=KNNConfig)
-    batch_size: Annotated[int, Field(gt=0)] = 512
+    linear: LinearConfig = Field(default_factory=LinearConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
 
 class ExportConfig(StrictModel):

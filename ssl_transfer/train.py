@@ -20,7 +20,8 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_loader
-from ssl_transfer.data.views import build_view_augments
+from ssl_transfer.data.datasets import FileDataset
+from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import UserError
 from ssl_transfer.export import encoder_meta, exportable, load_encoder, save_encoder
 from ssl_transfer.methods import build_method
@@ -151,12 +152,19 @@ def pretrain(
     data = build_data(recipe.data)
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
-    augments = build_view_augments(recipe.augment, data.channels, data.image_size)
+    train_set = data.train
+    if recipe.augment.backend == "pil":
+        if not isinstance(train_set, FileDataset):
+            raise UserError(f"augment.backend=pil is for imagefolder data; data.source={recipe.data.source} is augmented in batches on the device")
+        train_set = train_set.with_transform(build_pil_views(recipe.augment, data.channels, data.image_size, method.num_views))
+        augments = build_noise_only(recipe.augment, data.channels, data.image_size)
+    else:
+        augments = build_view_augments(recipe.augment, data.channels, data.image_size)
     plot_images = data.train[list(range(min(8, len(data.train))))][0] if recipe.logging.plots else None
     if plot_images is not None and not isinstance(plot_images, torch.Tensor):  # file datasets yield samples
         plot_images = torch.stack([data.train[i][0] for i in range(min(8, len(data.train)))])
     module = PretrainModule(method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
-    loader = make_loader(data.train, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
+    loader = make_loader(train_set, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
 
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
     if resume:
@@ -190,26 +198,31 @@ def _finish_wandb(recipe: Recipe) -> None:
             wandb.finish()
 
 
-def evaluate_run(run_dir: str | Path, recipe: Recipe, data: DataBundle | None = None) -> dict[str, Any]:
-    """The recipe's eval protocols on its data's test split, using the exported encoder; writes eval.json."""
-    from ssl_transfer.evaluation import extract_features, knn_classify
+def evaluate_run(run_dir: str | Path, recipe: Recipe) -> dict[str, Any]:
+    """The recipe's ``eval`` section through the shared evaluator, on the exported encoder.
+
+    Writes eval.json, report.md (and label_efficiency.png for several budgets) into the run dir and the
+    summary into encoder.json's ``eval_metrics``.
+    """
+    from ssl_transfer.evaluation.protocol import evaluate
 
     run_dir = Path(run_dir)
-    data = data or build_data(recipe.data)
-    if data.test is None:
-        raise UserError(f"data.source={recipe.data.source} has no test split to evaluate on")
-    encoder = load_encoder(run_dir, "cuda" if torch.cuda.is_available() else "cpu")
-    results: dict[str, Any] = {}
-    if "knn" in recipe.eval.protocols:
-        tr_f, tr_y = extract_features(encoder, data.train, data.mean, data.std, recipe.eval.batch_size)
-        te_f, te_y = extract_features(encoder, data.test, data.mean, data.std, recipe.eval.batch_size)
-        results["knn"] = knn_classify(tr_f, tr_y, te_f, te_y, recipe.eval.knn.k, recipe.eval.knn.temperature)
-    (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    e = recipe.eval
+    result = evaluate(
+        run_dir, e.data or recipe.data, protocols=e.protocols, labels_per_class=e.labels_per_class, seeds=e.seeds,
+        k=e.knn.k, temperature=e.knn.temperature, finetune_strategies=e.finetune.strategies, finetune_epochs=e.finetune.epochs,
+        finetune_lr=e.finetune.lr, layer_decay=e.finetune.layer_decay, linear_epochs=e.linear.epochs, out_dir=run_dir,
+    )
     meta_path = run_dir / "encoder.json"
     meta = json.loads(meta_path.read_text())
-    meta["eval_metrics"] = results
+    meta["eval_metrics"] = {"data": result["data"]["source"], "summary": result["summary"]}
     meta_path.write_text(json.dumps(meta, indent=2))
-    return results
+    return result
+
+
+def headline(result: dict[str, Any], protocol: str = "knn") -> dict[str, Any] | None:
+    """The all-labels, first-seed row of ``protocol`` in an evaluation result."""
+    return next((r for r in result["rows"] if r["protocol"] == protocol and r["labels_per_class"] is None), None)
 
 
 def run(
@@ -224,7 +237,7 @@ def run(
     recipe = load_recipe(res.run_dir / "recipe.yaml")
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return res
-    res.metrics["eval"] = evaluate_run(res.run_dir, recipe, res.data)
+    res.metrics["eval"] = evaluate_run(res.run_dir, recipe)
     return res
 
 

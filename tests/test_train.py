@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ssl_transfer.errors import UserError
 from ssl_transfer.export import load_encoder
 from ssl_transfer.recipe import load_recipe
-from ssl_transfer.train import first_and_last_loss, pretrain, run
+from ssl_transfer.train import first_and_last_loss, headline, pretrain, run
 from ssl_transfer.training.metrics_log import read_metrics
 
 SMALL = {"name": "t", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 2}}
@@ -77,10 +77,12 @@ def test_wandb_offline_logs_locally(quiet):
 
 def test_run_evaluates_knn_well_above_chance(quiet):
     res = run({"name": "e", "data": {"source": "digits", "batch_size": 64}, "trainer": {"max_epochs": 3}}, quiet)
-    knn = res.metrics["eval"]["knn"]
+    knn = headline(res.metrics["eval"], "knn")
     assert knn["n_test"] == 360 and knn["top1"] > 0.75  # chance is 0.10
-    assert json.loads((res.run_dir / "eval.json").read_text())["knn"]["top1"] == knn["top1"]
-    assert json.loads((res.run_dir / "encoder.json").read_text())["eval_metrics"]["knn"]["top1"] == knn["top1"]
+    assert headline(json.loads((res.run_dir / "eval.json").read_text()), "knn")["top1"] == knn["top1"]
+    summary = json.loads((res.run_dir / "encoder.json").read_text())["eval_metrics"]["summary"]
+    assert summary[0]["protocol"] == "knn" and summary[0]["mean"] == knn["top1"]
+    assert (res.run_dir / "report.md").is_file()
     first, last = first_and_last_loss(res.run_dir)
     assert last < first
 
@@ -91,3 +93,41 @@ def test_dae_and_timm_backbone_train(quiet, tiny_npz: Path):
     res = pretrain(recipe, quiet)
     enc = load_encoder(res.run_dir)
     assert enc.embed_dim == 512 and enc.preprocess.size == (16, 16)
+
+
+def test_pil_backend_on_an_image_folder(quiet, tmp_path: Path):
+    from PIL import Image
+
+    for c in range(2):
+        for i in range(12):
+            p = tmp_path / "imgs" / f"c{c}" / f"{i}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (40, 30), (20 * i, 100 * c, 50)).save(p)
+    recipe = {"name": "pil", "data": {"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 8},
+              "method": {"name": "simclr"}, "augment": {"preset": "byol", "backend": "pil", "noise_std": 0.05},
+              "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 1}}
+    res = pretrain(recipe, quiet)
+    assert load_encoder(res.run_dir).preprocess.size == (16, 16)
+    assert sum("train/loss_step" in r for r in read_metrics(res.run_dir / "metrics.jsonl")) == 3
+
+
+def test_pil_backend_refuses_array_sources(quiet):
+    with pytest.raises(UserError, match="augment.backend=pil is for imagefolder"):
+        pretrain({**SMALL, "augment": {"backend": "pil"}}, quiet)
+
+
+def test_moco_queue_is_saved_in_the_lightning_checkpoint(quiet):
+    res = pretrain({**SMALL, "method": {"name": "moco", "queue_size": 64}, "trainer": {"max_epochs": 1}}, quiet)
+    sd = torch.load(res.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    bank = sd["method.criterion.memory_bank.bank"]
+    assert bank.shape == (64, 128) and int(sd["method.criterion.memory_bank.bank_ptr"]) == 0  # 4 batches of 64 wrapped once
+    assert torch.allclose(bank.norm(dim=1), torch.ones(64), atol=1e-4)
+    assert any(k.startswith("method.encoder_momentum.") for k in sd)
+
+
+def test_vae_writes_reconstruction_and_sample_grids_and_exports_the_mean(quiet):
+    res = pretrain({**SMALL, "method": {"name": "vae", "latent_dim": 12}, "trainer": {"max_epochs": 1}}, quiet)
+    assert (res.run_dir / "plots" / "reconstructions_epoch001.png").is_file()
+    assert (res.run_dir / "plots" / "samples_epoch001.png").is_file()
+    enc = load_encoder(res.run_dir)
+    assert enc.embed_dim == 12 and json.loads((res.run_dir / "encoder.json").read_text())["head"] == {"in_features": 128, "out_features": 12}

@@ -6,7 +6,7 @@ Images stay uint8 until they reach the training device, where they are augmented
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,17 +100,28 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> Tensor
 
 
 class FileDataset(Dataset):
-    """Images read from files on demand (image folders), converted and resized as they are read."""
+    """Images read from files on demand (image folders), converted and resized as they are read.
 
-    def __init__(self, files: list[str], labels: list[int], channels: int, size: tuple[int, int]) -> None:
+    With ``transform`` (a callable on the PIL image, e.g. a multi-view augmentation) the image is handed to it
+    at full resolution instead of being resized.
+    """
+
+    def __init__(self, files: list[str], labels: list[int], channels: int, size: tuple[int, int], transform: Callable | None = None) -> None:
         self.files, self.labels = files, labels
         self.channels, self.size = channels, size
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return load_image(self.files[i], self.channels, self.size), torch.tensor(self.labels[i])
+        if self.transform is None:
+            return load_image(self.files[i], self.channels, self.size), torch.tensor(self.labels[i])
+        with Image.open(self.files[i]) as im:
+            return self.transform(im.convert("L" if self.channels == 1 else "RGB")), torch.tensor(self.labels[i])
 
     def subset(self, n: int) -> "FileDataset":
-        return FileDataset(self.files[:n], self.labels[:n], self.channels, self.size)
+        return FileDataset(self.files[:n], self.labels[:n], self.channels, self.size, self.transform)
+
+    def with_transform(self, transform: Callable | None) -> "FileDataset":
+        return FileDataset(self.files, self.labels, self.channels, self.size, transform)

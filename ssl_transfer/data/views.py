@@ -6,7 +6,7 @@ images in [0, 1] of shape (B, C, H, W) and samples its parameters per image.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Sequence
 
 import kornia.augmentation as K
 import torch
@@ -41,6 +41,11 @@ class AugmentConfig(StrictModel):
     """
 
     preset: str = Field("none", description="starting values: " + ", ".join(PRESETS))
+    backend: Literal["batched", "pil"] = Field(
+        "batched",
+        description="batched: kornia on the training device after the batch moves there; pil: per image in DataLoader "
+        "workers at the file's full resolution (imagefolder only), additive noise still batched",
+    )
     crop_scale: UnitPair = Field((1.0, 1.0), description="RandomResizedCrop area range; (1, 1) = no crop")
     crop_ratio: PosPair = (3 / 4, 4 / 3)
     hflip: Prob = 0.0
@@ -59,9 +64,9 @@ class AugmentConfig(StrictModel):
     @model_validator(mode="after")
     def _check_second_view(self) -> "AugmentConfig":
         if self.second_view is not None:
-            bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view"})
+            bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view", "backend"})
             if bad:
-                raise ValueError(f"augment.second_view: unknown key {sorted(bad)[0]!r} (allowed: any augment field but preset)")
+                raise ValueError(f"augment.second_view: unknown key {sorted(bad)[0]!r} (allowed: any augment field but preset, backend)")
             try:
                 self.view_config(1)
             except ValidationError as e:
@@ -74,7 +79,7 @@ class AugmentConfig(StrictModel):
         """The settings for view ``i`` (0-based): the second view applies ``second_view`` on top."""
         if i == 0 or self.second_view is None:
             return self
-        data = {**self.model_dump(exclude={"second_view", "preset"}), **self.second_view}
+        data = {**self.model_dump(exclude={"second_view", "preset", "backend"}), **self.second_view}
         return AugmentConfig.model_validate(data)
 
     @model_validator(mode="before")
@@ -155,3 +160,59 @@ def build_view_augments(cfg: AugmentConfig, channels: int, image_size: tuple[int
     pipeline ``i % len``."""
     n = 1 if cfg.second_view is None else 2
     return [build_augment(cfg.view_config(i), channels, image_size) for i in range(n)]
+
+
+def build_pil_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Any:
+    """The same pipeline per image with torchvision v2: PIL image (any size) -> uint8 (channels, *image_size).
+
+    The crop (or a plain resize) comes first, so it works at the file's full resolution. Additive noise is not
+    part of it (it stays in the batched pipeline).
+    """
+    import torchvision.transforms.v2 as v2
+
+    size = list(image_size)
+    ops: list[Any] = [v2.PILToTensor()]
+    if tuple(cfg.crop_scale) != (1.0, 1.0):
+        ops.append(v2.RandomResizedCrop(size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True))
+    else:
+        ops.append(v2.Resize(size, antialias=True))
+    if cfg.hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(p=cfg.hflip))
+    if cfg.rotate_degrees > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):
+        ops.append(v2.RandomAffine(cfg.rotate_degrees, translate=(cfg.translate, cfg.translate) if cfg.translate > 0 else None,
+                                   scale=cfg.scale if tuple(cfg.scale) != (1.0, 1.0) else None))
+    b, c, s, h = cfg.jitter
+    if channels == 1:
+        s, h = 0.0, 0.0
+    if cfg.color_jitter > 0 and any(v > 0 for v in (b, c, s, h)):
+        ops.append(v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=cfg.color_jitter))
+    if channels == 3 and cfg.grayscale > 0:
+        ops.append(v2.RandomGrayscale(p=cfg.grayscale))
+    if cfg.blur > 0:
+        k = max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)
+        ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=cfg.blur_sigma)], p=cfg.blur))
+    if cfg.solarize > 0:
+        ops.append(v2.RandomSolarize(threshold=128, p=cfg.solarize))
+    return v2.Compose(ops)
+
+
+class MultiViewTransform:
+    """PIL image -> uint8 views (num_views, C, H, W); view i uses transform ``i % len(transforms)``."""
+
+    def __init__(self, transforms: Sequence[Any], num_views: int) -> None:
+        self.transforms, self.num_views = list(transforms), num_views
+
+    def __call__(self, image: Any) -> Tensor:
+        return torch.stack([self.transforms[i % len(self.transforms)](image) for i in range(self.num_views)])
+
+
+def build_pil_views(cfg: AugmentConfig, channels: int, image_size: tuple[int, int], num_views: int) -> MultiViewTransform:
+    """The per-image multi-view transform for ``backend: pil``."""
+    n = 1 if cfg.second_view is None else 2
+    return MultiViewTransform([build_pil_augment(cfg.view_config(i), channels, image_size) for i in range(n)], num_views)
+
+
+def build_noise_only(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[Augment]:
+    """For ``backend: pil``: the batched part left, additive noise per view (identity when noise_std is 0)."""
+    n = 1 if cfg.second_view is None else 2
+    return [build_augment(AugmentConfig(noise_std=cfg.view_config(i).noise_std), channels, image_size) for i in range(n)]

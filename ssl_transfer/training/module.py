@@ -49,10 +49,19 @@ class PretrainModule(pl.LightningModule):
         return (x01 - self.mean) / self.std
 
     def make_views(self, images: Tensor) -> list[Tensor]:
-        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views (view i: pipeline i % n)."""
+        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views (view i: pipeline i % n).
+
+        uint8 (B, V, C, H, W) are views already made per image (``augment.backend: pil``); view i is
+        ``images[:, i]`` and goes through pipeline i % n (additive noise only, in that mode).
+        """
+        n = self.method.num_views
         with torch.no_grad():
-            x = images.float().div_(255.0)
-            return [self.normalize(self.augments[i % len(self.augments)](x)) for i in range(self.method.num_views)]
+            if images.ndim == 5:
+                xs = [images[:, i].float().div_(255.0) for i in range(n)]
+            else:
+                x = images.float().div_(255.0)
+                xs = [x] * n
+            return [self.normalize(self.augments[i % len(self.augments)](xi)) for i, xi in enumerate(xs)]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch

@@ -56,3 +56,18 @@ def test_second_view_rejects_unknown_fields():
         load_recipe({"augment": {"second_view": {"blurr": 0.1}}})
     with pytest.raises(RecipeError, match=r"augment.second_view.blur: Input should be less than or equal to 1 \(got 2.0\)"):
         load_recipe({"augment": {"second_view": {"blur": 2.0}}})
+
+
+def test_pil_backend_matches_batched_semantics_per_image():
+    from PIL import Image
+
+    from ssl_transfer.data.views import build_pil_views
+
+    cfg = AugmentConfig(preset="byol")
+    t = build_pil_views(cfg, 3, (24, 24), num_views=2)
+    img = Image.new("RGB", (100, 80), (200, 30, 90))  # full resolution in, training size out
+    torch.manual_seed(0)
+    views = t(img)
+    assert views.shape == (2, 3, 24, 24) and views.dtype == torch.uint8
+    none = build_pil_views(AugmentConfig(), 1, (10, 10), num_views=1)(img.convert("L"))
+    assert none.shape == (1, 1, 10, 10) and int(none.float().std()) == 0  # a uniform image stays uniform

@@ -37,3 +37,27 @@ def test_knn_accuracy_on_separable_clusters_and_ignores_unlabeled():
     assert res["top1"] == 1.0 and res["top5"] == 1.0 and res["n_train"] == 100
     shuffled = knn_classify(x, y[torch.randperm(200, generator=g)], xq, yq, k=5)
     assert shuffled["top1"] < 0.6
+
+
+def test_approximate_indexes_agree_with_exact_and_are_recorded():
+    g = torch.Generator().manual_seed(2)
+    centers = torch.randn(10, 24, generator=g) * 3
+    y = torch.randint(0, 10, (5000,), generator=g)
+    x = centers[y] + torch.randn(5000, 24, generator=g)
+    yq = torch.randint(0, 10, (500,), generator=g)
+    xq = centers[yq] + torch.randn(500, 24, generator=g)
+    exact = knn_classify(x, y, xq, yq, k=20)
+    assert exact["index"]["kind"] == "exact" and exact["index"]["n"] == 5000
+    for kind in ("ivf", "hnsw"):
+        approx = knn_classify(x, y, xq, yq, k=20, index=kind)
+        assert approx["index"]["kind"] == kind and approx["index"]["params"]
+        assert abs(approx["top1"] - exact["top1"]) < 0.01
+
+
+def test_auto_index_switches_to_ivf_for_large_sets(monkeypatch):
+    import ssl_transfer.evaluation.knn as knn
+
+    monkeypatch.setattr(knn, "EXACT_MAX", 1000)
+    x = torch.randn(3000, 8)
+    _, info = knn.build_index(knn._unit(x))
+    assert info.kind == "ivf" and info.params["nlist"] == int(4 * 3000**0.5)

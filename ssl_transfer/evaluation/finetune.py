@@ -1,0 +1,177 @@
+"""Fine-tuning strategies from the transfer-learning literature, and the from-scratch baseline.
+
+- ``full``: every parameter trains (Yosinski et al. 2014; Kornblith et al. 2019).
+- ``freeze:k``: the first k blocks (input side) are frozen, weights and BatchNorm statistics alike.
+- ``head``: feature extraction; the whole encoder is frozen and only the linear head trains.
+- ``llrd``: layer-wise (discriminative) lr decay: block i of n gets lr * decay^(n - i), the head lr
+  (Howard & Ruder 2018 ULMFiT; BEiT/MAE fine-tuning).
+- scratch: the same architecture re-initialised, trained like ``full``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ssl_transfer.data import make_loader
+from ssl_transfer.data.views import AugmentConfig, build_augment
+from ssl_transfer.evaluation.blocks import encoder_blocks
+
+STRATEGY = re.compile(r"^(full|head|llrd|scratch|freeze:\d+)$")
+
+
+class Classifier(nn.Module):
+    """encoder -> linear head: (B, C, H, W) -> logits (B, num_classes)."""
+
+    def __init__(self, encoder: nn.Module, embed_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+def reinitialized(module: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``module`` with every submodule's ``reset_parameters`` called (BatchNorm statistics too)."""
+    torch.manual_seed(seed)
+    twin = copy.deepcopy(module)
+    for m in twin.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return twin
+
+
+def setup_strategy(model: Classifier, strategy: str, lr: float, weight_decay: float, layer_decay: float = 0.75) -> tuple[torch.optim.Optimizer, dict]:
+    """Freeze what the strategy freezes and build AdamW with its per-block learning rates.
+
+    Returns the optimizer and a description: frozen block count, trainable parameter count, lr per group.
+    """
+    if not STRATEGY.match(strategy):
+        raise ValueError(f"unknown fine-tuning strategy {strategy!r}; known: full, head, llrd, freeze:K, scratch")
+    blocks = encoder_blocks(model.encoder)
+    n = len(blocks)
+    frozen = 0
+    if strategy == "head":
+        frozen = n
+    elif strategy.startswith("freeze:"):
+        frozen = int(strategy.split(":")[1])
+        if not 0 <= frozen <= n:
+            raise ValueError(f"freeze:{frozen}: the encoder has {n} blocks")
+    params = dict(model.encoder.named_parameters())
+    for block in blocks[:frozen]:
+        for name in block:
+            params[name].requires_grad_(False)
+    groups = []
+    for i, block in enumerate(blocks[frozen:], start=frozen):
+        scale = layer_decay ** (n - i) if strategy == "llrd" else 1.0
+        ps = [params[name] for name in block]
+        groups.append({"params": [p for p in ps if p.ndim > 1], "lr": lr * scale, "weight_decay": weight_decay, "block": i})
+        groups.append({"params": [p for p in ps if p.ndim <= 1], "lr": lr * scale, "weight_decay": 0.0, "block": i})
+    groups.append({"params": [model.head.weight], "lr": lr, "weight_decay": weight_decay, "block": n})
+    groups.append({"params": [model.head.bias], "lr": lr, "weight_decay": 0.0, "block": n})
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr)
+    info = {
+        "strategy": strategy,
+        "blocks": n,
+        "frozen_blocks": frozen,
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "block_lrs": {int(g["block"]): g["lr"] for g in groups},
+    }
+    return opt, info
+
+
+def _freeze_batchnorm_of_frozen(model: nn.Module) -> None:
+    """BatchNorm layers whose parameters are all frozen run in eval mode: their statistics stay put."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            ps = list(m.parameters())
+            if ps and not any(p.requires_grad for p in ps):
+                m.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: Dataset, preprocess: Callable[[Tensor], Tensor], device: torch.device, batch_size: int = 512) -> dict:
+    """Top-1/top-5 of ``model`` on ``dataset``, in eval mode."""
+    model.eval()
+    hits1 = hits5 = total = 0
+    for images, y in make_loader(dataset, batch_size, shuffle=False, drop_last=False):
+        logits = model(preprocess(images.to(device).float() / 255.0))
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+        hits1 += int((top[:, 0] == y).sum())
+        hits5 += int((top == y[:, None]).any(1).sum())
+        total += len(y)
+    return {"top1": hits1 / total, "top5": hits5 / total}
+
+
+def finetune(
+    encoder: nn.Module,
+    embed_dim: int,
+    train_set: Dataset,
+    test_set: Dataset,
+    preprocess: Callable[[Tensor], Tensor],
+    num_classes: int,
+    strategy: str = "full",
+    epochs: int = 20,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    layer_decay: float = 0.75,
+    batch_size: int = 128,
+    min_steps: int = 300,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Train a copy of ``encoder`` + a linear head on ``train_set`` with ``strategy``; test accuracy and setup.
+
+    The budget is ``epochs`` passes or ``min_steps`` optimizer steps, whichever is more (tiny label budgets
+    would otherwise get a handful of steps).
+
+    ``preprocess`` maps float images in [0, 1] (B, C, H, W) to the encoder's input. ``strategy="scratch"``
+    re-initialises the encoder first and trains everything. The caller's encoder is never modified.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    enc = reinitialized(encoder, seed) if strategy == "scratch" else copy.deepcopy(encoder)
+    model = Classifier(enc, embed_dim, num_classes).to(device)
+    opt, info = setup_strategy(model, "full" if strategy == "scratch" else strategy, lr, weight_decay, layer_decay)
+    info["strategy"] = strategy
+    aug = build_augment(augment, *_shape(train_set)) if augment is not None else None
+    loader = make_loader(train_set, batch_size, shuffle=True, drop_last=False)
+    total = max(min_steps, epochs * math.ceil(len(train_set) / batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
+    last_loss = float("nan")
+    step = 0
+    while step < total:
+        model.train()
+        if strategy == "head":
+            model.encoder.eval()
+        _freeze_batchnorm_of_frozen(model)
+        for images, y in loader:
+            x = images.to(device).float() / 255.0
+            if aug is not None:
+                with torch.no_grad():
+                    x = aug(x)
+            loss = F.cross_entropy(model(preprocess(x)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            last_loss = float(loss.detach())
+            step += 1
+            if step >= total:
+                break
+    return {**accuracy(model, test_set, preprocess, device), **info, "steps": total, "lr": lr, "final_train_loss": last_loss, "n_train": len(train_set)}
+
+
+def _shape(ds: Dataset) -> tuple[int, tuple[int, int]]:
+    x = ds[0][0]
+    return int(x.shape[0]), (int(x.shape[1]), int(x.shape[2]))
