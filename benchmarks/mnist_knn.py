@@ -95,6 +95,8 @@ Command: `{command}`
 
 {table}
 
+{store.get("note", "")}
+
 The reference rows put the targets in context: on MNIST, kNN on raw pixels is already strong, so the targets
 test that pretraining does not destroy that information, not that it learns digits from nothing.
 """
@@ -107,11 +109,19 @@ def main() -> None:
     ap.add_argument("--override", action="append", default=[], help="recipe override for every method, e.g. trainer.max_epochs=2")
     ap.add_argument("--out", default="benchmarks/runs")
     ap.add_argument("--no-render", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the RESULTS.md section from the stored results")
+    ap.add_argument("--note", help="a remark on this run to print under the table (stored with the results)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
         METHODS.get(m)
     store = json.loads(STORE.read_text()) if STORE.exists() else {"methods": {}}
+    if args.note is not None:
+        store["note"] = args.note
+    if args.render_only:
+        STORE.write_text(json.dumps(store, indent=2))
+        render(store, store.get("command", "python benchmarks/mnist_knn.py"))
+        return
     store["machine"], store["git"] = machine(), git_rev()
     if "references" not in store:
         store["references"] = references("../shared/datasets/mnist.npz")
@@ -123,6 +133,8 @@ def main() -> None:
         STORE.write_text(json.dumps(store, indent=2))
     if not args.no_render:
         cmd = "python benchmarks/mnist_knn.py" + (f" --methods {args.methods}" if args.methods != ",".join(ORDER) else "")
+        store["command"] = cmd
+        STORE.write_text(json.dumps(store, indent=2))
         render(store, cmd)
         print(Path("benchmarks/RESULTS.md").read_text())
 

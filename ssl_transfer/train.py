@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_loader
-from ssl_transfer.data.datasets import FileDataset
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import UserError
 from ssl_transfer.export import encoder_meta, exportable, load_encoder, save_encoder
@@ -160,9 +160,10 @@ def pretrain(
         augments = build_noise_only(recipe.augment, data.channels, data.image_size)
     else:
         augments = build_view_augments(recipe.augment, data.channels, data.image_size)
-    plot_images = data.train[list(range(min(8, len(data.train))))][0] if recipe.logging.plots else None
-    if plot_images is not None and not isinstance(plot_images, torch.Tensor):  # file datasets yield samples
-        plot_images = torch.stack([data.train[i][0] for i in range(min(8, len(data.train)))])
+    plot_images = None
+    if recipe.logging.plots:
+        n_plot = min(8, len(data.train))
+        plot_images = data.train.images[:n_plot] if isinstance(data.train, ArrayDataset) else torch.stack([data.train[i][0] for i in range(n_plot)])
     module = PretrainModule(method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
     loader = make_loader(train_set, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
 

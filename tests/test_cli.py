@@ -50,3 +50,15 @@ def test_print_recipe_with_override_after_flag(capsys):
 def test_unknown_flag_still_fails(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "quickstart", "--bogus"])
+
+
+def test_evaluate_command_on_a_run_dir(tmp_path: Path):
+    from ssl_transfer.train import pretrain
+
+    res = pretrain({"name": "c", "output_dir": str(tmp_path), "data": {"limit_train": 300, "batch_size": 100},
+                    "trainer": {"max_epochs": 1, "progress_bar": False}, "logging": {"wandb": "disabled"}})
+    r = cli("evaluate", str(res.run_dir), "--protocols", "knn,linear", "--labels-per-class", "5,all", "--seeds", "0,1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| knn |" in r.stdout and (res.run_dir / "eval" / "eval.json").is_file()
+    bad = cli("evaluate", str(res.run_dir), "--labels-per-class", "five")
+    assert bad.returncode == 2 and "--labels-per-class" in bad.stderr and "Traceback" not in bad.stderr

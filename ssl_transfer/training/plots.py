@@ -42,7 +42,7 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path, key: str = "
         ax.plot(*zip(*ep), "o-", label="epoch mean")
     ax.set_xlabel("step")
     ax.set_ylabel(key.split("/")[-1].replace("_step", ""))
-    ax.set_yscale("log")
+    ax.set_yscale("log" if min(v for _, v in pts) > 0 else "linear")  # BYOL/SimSiam losses are negative
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

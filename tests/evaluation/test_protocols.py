@@ -1,0 +1,160 @@
+"""The shared evaluator: frozen means frozen, BatchNorm untouched, rates reach the optimizer, any encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_transfer.backbones import build_backbone
+from ssl_transfer.data.datasets import ArrayDataset
+from ssl_transfer.evaluation.blocks import encoder_blocks
+from ssl_transfer.evaluation.encoders import wrap_module
+from ssl_transfer.evaluation.features import FeatureCache, extract_features
+from ssl_transfer.evaluation.finetune import Classifier, finetune, setup_strategy
+from ssl_transfer.evaluation.linear import linear_probe
+from ssl_transfer.evaluation.protocol import evaluate
+from ssl_transfer.evaluation.subsets import per_class_subset, stratified_split
+
+
+def trained_bn_encoder(shape=(1, 8, 8)) -> nn.Module:
+    torch.manual_seed(0)
+    enc = build_backbone("cnn_tiny", shape)
+    with torch.no_grad():
+        enc.train()(torch.randn(32, *shape) * 2 + 1)  # non-trivial running statistics
+    return enc
+
+
+def digits() -> ArrayDataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return ArrayDataset(torch.tensor(d.images * 255 / 16, dtype=torch.uint8)[:, None], torch.tensor(d.target))
+
+
+def state(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_feature_extraction_and_linear_probe_leave_batchnorm_untouched():
+    enc = trained_bn_encoder()
+    before = state(enc)
+    ds = digits()
+    f, y = extract_features(enc, ds, [0.3], [0.37], batch_size=256)
+    res = linear_probe(f[:1000], y[:1000], f[1000:], y[1000:], epochs=5)
+    after = enc.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "BN running stats or weights changed"
+    assert enc.training, "the encoder's mode is restored"
+    assert res["top1"] > 0.5 and len(res["sweep"]) == 9
+
+
+@pytest.mark.parametrize("strategy,frozen", [("head", 3), ("freeze:2", 2), ("freeze:0", 0)])
+def test_freezing_really_freezes(strategy, frozen):
+    enc = trained_bn_encoder()
+    ds = digits()
+    model = Classifier(enc, enc.embed_dim, 10)
+    _, info = setup_strategy(model, strategy, 1e-3, 1e-4)
+    assert info["frozen_blocks"] == frozen
+    before = state(enc)
+    finetune(enc, enc.embed_dim, ds, ds, lambda x: (x - 0.3) / 0.37, 10, strategy=strategy, epochs=1, min_steps=5)
+    assert all(torch.equal(before[k], enc.state_dict()[k]) for k in before), "the caller's encoder is never modified"
+    # inside the fine-tuning copy: frozen blocks (weights and BN buffers) bit-identical, the rest moved
+    copy_model = Classifier(trained_bn_encoder(), enc.embed_dim, 10)
+    opt, _ = setup_strategy(copy_model, strategy, 1e-2, 0.0)
+    blocks = encoder_blocks(copy_model.encoder)
+    snap = state(copy_model.encoder)
+    from ssl_transfer.evaluation.finetune import _freeze_batchnorm_of_frozen
+
+    x, y = (ds.images[:64].float() / 255 - 0.3) / 0.37, ds.labels[:64]
+    for _ in range(3):
+        copy_model.train()
+        if strategy == "head":
+            copy_model.encoder.eval()
+        _freeze_batchnorm_of_frozen(copy_model)
+        loss = nn.functional.cross_entropy(copy_model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    now = copy_model.encoder.state_dict()
+    for i, block in enumerate(blocks):
+        prefix = f"stages.{i}."
+        keys = [k for k in now if k.startswith(prefix)]
+        same = all(torch.equal(snap[k], now[k]) for k in keys)
+        assert same == (i < frozen), f"block {i} (frozen={i < frozen}) changed={not same}"
+
+
+def test_layerwise_rates_reach_the_optimizer():
+    enc = build_backbone("resnet18", (3, 32, 32))
+    model = Classifier(enc, enc.embed_dim, 10)
+    opt, info = setup_strategy(model, "llrd", 1e-3, 0.05, layer_decay=0.5)
+    n = info["blocks"]
+    assert n == 5
+    lrs = {}
+    names = {id(p): name for name, p in model.named_parameters()}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            lrs[names[id(p)]] = g["lr"]
+    assert lrs["encoder.model.conv1.weight"] == pytest.approx(1e-3 * 0.5**5)  # stem: smallest
+    assert lrs["encoder.model.layer4.1.conv2.weight"] == pytest.approx(1e-3 * 0.5)
+    assert lrs["head.weight"] == pytest.approx(1e-3)
+    assert sorted(set(info["block_lrs"].values())) == pytest.approx([1e-3 * 0.5**i for i in range(5, -1, -1)])
+    assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if all(p.ndim <= 1 for p in g["params"]))
+
+
+def test_feature_cache_hits_on_same_weights_and_data_and_misses_otherwise(tmp_path: Path):
+    enc, ds = trained_bn_encoder(), digits()
+    cache = FeatureCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return extract_features(enc, ds, [0.3], [0.37])
+
+    a = cache.get(enc, ds, "t", compute)
+    b = FeatureCache(tmp_path).get(enc, ds, "t", compute)  # from disk
+    assert len(calls) == 1 and torch.equal(a[0], b[0])
+    with torch.no_grad():
+        next(enc.parameters()).add_(1.0)
+    cache.get(enc, ds, "t", compute)
+    assert len(calls) == 2
+
+
+def test_label_subsets_and_splits():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 5 + [-1] * 10)
+    idx = per_class_subset(y, 10, seed=0)
+    assert torch.bincount(y[idx]).tolist() == [10, 10, 5]
+    assert torch.equal(per_class_subset(y, 10, 0), idx) and not torch.equal(per_class_subset(y, 10, 1), idx)
+    assert len(per_class_subset(y, None, 0)) == 85
+    tr, va = stratified_split(idx, y, 0.2, 0)
+    assert set(tr.tolist()).isdisjoint(va.tolist()) and len(tr) + len(va) == len(idx)
+    assert stratified_split(per_class_subset(y, 1, 0), y, 0.2, 0) is None
+
+
+def test_evaluate_any_module_with_label_budgets(tmp_path: Path):
+    torch.manual_seed(0)
+    enc = build_backbone("cnn_tiny", (1, 8, 8))
+    r = evaluate(enc, {"source": "digits"}, protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=[2, 5], seeds=[0, 1],
+                 finetune_strategies=["full", "llrd"], finetune_epochs=1, linear_epochs=5, out_dir=tmp_path)
+    assert {(s["protocol"], s["labels_per_class"]) for s in r["summary"]} == {
+        (p, n) for p in ["knn", "linear", "finetune:full", "finetune:llrd", "scratch"] for n in [2, 5]}
+    assert all(s["seeds"] == 2 for s in r["summary"])
+    assert r["feature_cache"]["misses"] == 2  # train and test embedded once for all budgets and seeds
+    assert (tmp_path / "label_efficiency.png").is_file() and "| knn |" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "eval.json").read_text())["transfer"]["channels"] == "same"
+
+
+def test_cross_dataset_transfer_records_adaptation():
+    enc = wrap_module(build_backbone("cnn_tiny", (3, 16, 16)), (3, 16, 16), [0.5] * 3, [0.25] * 3)
+    r = evaluate(enc, {"source": "digits"}, protocols=["knn"])
+    t = r["transfer"]
+    assert t["encoder_input"] == [3, 16, 16] and t["data_input"] == [1, 8, 8]
+    assert t["resize"].startswith("8x8 -> 16x16") and t["channels"].startswith("1->3")
+
+
+@pytest.mark.parametrize("spec", ["timm:resnet18", "torchvision:resnet18"])
+def test_external_encoders(spec):
+    r = evaluate(spec, {"source": "digits", "limit_train": 200}, protocols=["knn"])
+    assert r["rows"][0]["top1"] > 0.2 and r["encoder_meta"]["embed_dim"] == 512
