@@ -74,25 +74,6 @@ def build_index(train_unit: np.ndarray, kind: IndexKind = "auto", seed: int = 0)
     return index, IndexInfo(kind, n, d, params, gpu)
 
 
-def knn_predict(
-    train_features: Tensor,
-    train_labels: Tensor,
-    test_features: Tensor,
-    num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
-    batch_size: int = 4096,
-    index: IndexKind = "auto",
-) -> Tensor:
-    """Class scores (M, num_classes) for test features (M, D) from train features (N, D) and labels (N,).
-
-    Cosine similarity via inner product of L2-normalised features; weights are exp(sim / temperature).
-    ``k`` is capped at N.
-    """
-    scores, _ = knn_scores(train_features, train_labels, test_features, num_classes, k, temperature, batch_size, index)
-    return scores
-
-
 def knn_scores(
     train_features: Tensor,
     train_labels: Tensor,
@@ -103,7 +84,12 @@ def knn_scores(
     batch_size: int = 4096,
     index: IndexKind = "auto",
 ) -> tuple[Tensor, IndexInfo]:
-    """:func:`knn_predict` plus the description of the index that was used."""
+    """Class scores (M, num_classes) for test features (M, D) from train features (N, D) and labels (N,), and
+    the description of the index used.
+
+    Cosine similarity via inner product of L2-normalised features; weights are exp(sim / temperature).
+    ``k`` is capped at N.
+    """
     idx, info = build_index(_unit(train_features), index)
     k = min(k, len(train_features))
     labels = train_labels.long()

@@ -1,6 +1,6 @@
 import torch
 
-from ssl_transfer.evaluation.knn import knn_classify, knn_predict
+from ssl_transfer.evaluation.knn import knn_classify, knn_scores
 
 
 def brute_force(train, train_y, test, num_classes, k, t):
@@ -18,7 +18,7 @@ def test_knn_matches_brute_force_reference():
     train = torch.randn(500, 16, generator=g)
     train_y = torch.randint(0, 7, (500,), generator=g)
     test = torch.randn(120, 16, generator=g)
-    ours = knn_predict(train, train_y, test, 7, k=10, temperature=0.1)
+    ours, _ = knn_scores(train, train_y, test, 7, k=10, temperature=0.1)
     ref = brute_force(train, train_y, test, 7, 10, 0.1)
     assert torch.equal(ours.argmax(1), ref.argmax(1))
     assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-4)
