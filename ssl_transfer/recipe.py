@@ -6,6 +6,7 @@ into one line that names the field (``optim.lr: must be > 0 (got -0.1)``), never
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from pathlib import Path
@@ -226,7 +227,7 @@ def _yaml11_float(s: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set dotted keys in a nested dict (a copy); unknown keys are left to validation to reject."""
-    out = _deepcopy(raw)
+    out = copy.deepcopy(raw)
     for text in overrides:
         keys, value = parse_override(text)
         node = out
@@ -239,14 +240,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = child
         node[keys[-1]] = value
     return out
-
-
-def _deepcopy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deepcopy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deepcopy(v) for v in d]
-    return d
 
 
 def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: list[str] | None = None) -> Recipe:

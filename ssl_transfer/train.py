@@ -23,7 +23,7 @@ from ssl_transfer.data import DataBundle, build_data, make_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import UserError
-from ssl_transfer.export import encoder_meta, exportable, load_encoder, save_encoder
+from ssl_transfer.export import encoder_meta, exportable, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO

@@ -121,6 +121,11 @@ class Augment(nn.Module):
         return x
 
 
+def blur_kernel(image_size: tuple[int, int]) -> int:
+    """Gaussian blur kernel side: about 10% of the shorter side, odd, at least 3 (SimCLR's rule)."""
+    return max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)
+
+
 def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment:
     """Turn an AugmentConfig into the batched pipeline for images of ``channels`` x ``image_size``."""
     rgb = channels == 3
@@ -146,7 +151,7 @@ def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
     if rgb and cfg.grayscale > 0:
         ops.append(K.RandomGrayscale(p=cfg.grayscale))
     if cfg.blur > 0:
-        k = max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)  # ~10% of the side, odd
+        k = blur_kernel(image_size)
         ops.append(K.RandomGaussianBlur((k, k), sigma=cfg.blur_sigma, p=cfg.blur))
     if cfg.solarize > 0:
         ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=cfg.solarize))
@@ -189,7 +194,7 @@ def build_pil_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, 
     if channels == 3 and cfg.grayscale > 0:
         ops.append(v2.RandomGrayscale(p=cfg.grayscale))
     if cfg.blur > 0:
-        k = max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)
+        k = blur_kernel(image_size)
         ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=cfg.blur_sigma)], p=cfg.blur))
     if cfg.solarize > 0:
         ops.append(v2.RandomSolarize(threshold=128, p=cfg.solarize))

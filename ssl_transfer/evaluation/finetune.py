@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ssl_transfer.data import make_loader
 from ssl_transfer.data.views import AugmentConfig, build_augment
+from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.blocks import encoder_blocks
 
 STRATEGY = re.compile(r"^(full|head|llrd|scratch|freeze:\d+)$")
@@ -105,9 +106,9 @@ def accuracy(model: nn.Module, dataset: Dataset, preprocess: Callable[[Tensor], 
     hits1 = hits5 = total = 0
     for images, y in make_loader(dataset, batch_size, shuffle=False, drop_last=False):
         logits = model(preprocess(images.to(device).float() / 255.0))
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-        hits1 += int((top[:, 0] == y).sum())
-        hits5 += int((top == y[:, None]).any(1).sum())
+        c1, c5 = topk_correct(logits, y)
+        hits1 += c1
+        hits5 += c5
         total += len(y)
     return {"top1": hits1 / total, "top5": hits5 / total}
 

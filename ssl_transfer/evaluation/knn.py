@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssl_transfer.evaluation.accuracy import topk_correct
+
 EXACT_MAX = 200_000
 IndexKind = Literal["auto", "exact", "ivf", "hnsw"]
 
@@ -121,11 +123,10 @@ def knn_classify(
         raise ValueError("kNN needs labeled training images")
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     scores, info = knn_scores(train_features, train_labels, test_features, num_classes, k, temperature, index=index)
-    top = scores.topk(min(5, num_classes), dim=1).indices
-    hit = top == test_labels[:, None]
+    top1, top5 = topk_correct(scores, test_labels)
     return {
-        "top1": float(hit[:, 0].float().mean()),
-        "top5": float(hit.any(dim=1).float().mean()),
+        "top1": top1 / len(test_labels),
+        "top5": top5 / len(test_labels),
         "k": k,
         "temperature": temperature,
         "n_train": len(train_labels),

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.subsets import stratified_split
 
 
@@ -42,9 +43,8 @@ def train_linear(
 def _acc(clf: nn.Linear, x: Tensor, y: Tensor) -> tuple[float, float]:
     with torch.no_grad():
         logits = clf(x)
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hit = top == y[:, None]
-    return float(hit[:, 0].float().mean()), float(hit.any(1).float().mean())
+    top1, top5 = topk_correct(logits, y)
+    return top1 / len(y), top5 / len(y)
 
 
 def linear_probe(

@@ -95,7 +95,8 @@ def evaluate(
     enc = resolve_encoder(encoder, bundle.input_shape, bundle.mean, bundle.std)
     device = next(enc.parameters()).device
     cache = cache or FeatureCache()
-    tag = json.dumps(adaptation(enc, bundle), sort_keys=True)
+    transfer = adaptation(enc, bundle)
+    tag = json.dumps(transfer, sort_keys=True)
 
     def feats(ds):
         return cache.get(enc.backbone, ds, tag, lambda: extract_features(enc.backbone, ds, preprocess=enc.preprocess, device=device))
@@ -126,7 +127,7 @@ def evaluate(
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,
         "encoder_meta": {k_: enc.meta.get(k_) for k_ in ("backbone", "method", "embed_dim")},
         "data": {**bundle.describe(), "config": cfg.model_dump(mode="json")},
-        "transfer": adaptation(enc, bundle),
+        "transfer": transfer,
         "settings": {"k": k, "temperature": temperature, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
                      "layer_decay": layer_decay, "linear_epochs": linear_epochs, "seeds": list(seeds)},
         "rows": rows,
