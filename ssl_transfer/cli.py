@@ -1,6 +1,7 @@
 """`ssl-transfer` console script: one entry point, sub-commands mapped to typed functions.
 
-Problems with the user's input (recipe, paths, data) print one line on stderr and exit with status 2.
+Problems with the user's input (recipe, paths, data) print one line on stderr and exit with status 2;
+a run stopped by a non-finite loss or gradient prints one line and exits with status 3.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from ssl_transfer.errors import UserError
+from ssl_transfer.errors import NonFiniteError, UserError
 
 OVERRIDES_HELP = "dotted overrides applied after the recipe file, e.g. trainer.max_epochs=3 optim.lr=1e-3"
 
@@ -195,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"ssl-transfer: error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteError as e:
+        print(f"ssl-transfer: training stopped: {e}", file=sys.stderr)
+        return 3
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

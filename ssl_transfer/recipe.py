@@ -42,6 +42,7 @@ class DataConfig(StrictModel):
     limit_train: Annotated[int, Field(gt=0)] | None = Field(None, description="use only the first N training images (quick runs)")
     batch_size: Annotated[int, Field(gt=0)] = 256
     num_workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader workers (image folders benefit; in-memory arrays do not)")
+    bad_images: Literal["skip", "error"] = Field("skip", description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file")
 
     @field_validator("source")
     @classmethod
@@ -106,7 +107,10 @@ class TrainerConfig(StrictModel):
     gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
     log_every_n_steps: Annotated[int, Field(gt=0)] = 10
     progress_bar: bool = True
-    deterministic: bool = False
+    deterministic: bool = Field(False, description="deterministic algorithms only (with the default batched augmentation, a resumed run then ends bit-identical to an uninterrupted one on CPU)")
+    checkpoint_every_n_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="also write last.ckpt every N optimizer steps (it is always written at each epoch end)")
+    checkpoint_every_minutes: Annotated[float, Field(gt=0)] | None = Field(10.0, description="also write last.ckpt when this many minutes passed since the last write; null = off")
+    stop_on_nonfinite: bool = Field(True, description="stop, naming the step, when the loss or a gradient is NaN/inf (the last checkpoint stays good)")
 
 
 class LoggingConfig(StrictModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -16,17 +17,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ssl_transfer.backbones import build_backbone
-from ssl_transfer.data import DataBundle, build_data, make_loader
+from ssl_transfer.data import DataBundle, build_data, make_train_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
-from ssl_transfer.errors import UserError
+from ssl_transfer.errors import NonFiniteError, UserError
 from ssl_transfer.export import encoder_meta, exportable, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
-from ssl_transfer.training.checkpoint import AtomicCheckpointIO
+from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
 from ssl_transfer.training.plots import plot_loss_curve
@@ -61,9 +62,17 @@ def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) 
     return load_recipe(recipe, overrides)
 
 
+def launch_rank_zero() -> bool:
+    """Whether this process is the one that starts a run (DDP workers that Lightning launches are not)."""
+    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("GROUP_RANK", 0)) == 0
+
+
 def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     run_dir = Path(recipe.output_dir) / recipe.name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not launch_rank_zero():  # a DDP worker: rank 0 prepared the dir before launching it
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
     if resume:
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}")
@@ -101,7 +110,9 @@ def _wandb_settings() -> Any:
 
 
 def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) -> pl.Trainer:
-    """A Lightning Trainer for ``recipe``: device/precision, DDP, per-epoch last.ckpt, loggers, progress bar."""
+    """A Lightning Trainer for ``recipe``: device/precision, DDP, last.ckpt (each epoch end and, per the
+    recipe, every N steps / M minutes), loggers, progress bar. The loader's own sampler splits batches over
+    ranks (see :class:`~ssl_transfer.data.sampler.GlobalBatchSampler`), so Lightning does not replace it."""
     t = recipe.trainer
     accelerator, precision = resolve_device(t)
     strategy: Any = "auto"
@@ -109,7 +120,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = DDPStrategy(find_unused_parameters=False)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1, save_on_train_epoch_end=True)
+    checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps, t.checkpoint_every_minutes)
     return pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=max_epochs or t.max_epochs,
@@ -126,10 +137,12 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
         callbacks=[checkpoint],
+        enable_checkpointing=False,  # Lightning's own ModelCheckpoint: LastCheckpoint replaces it
         logger=_loggers(recipe, run_dir),
         plugins=[AtomicCheckpointIO()],
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,
     )
 
 
@@ -146,7 +159,8 @@ def pretrain(
     """
     recipe = _as_recipe(recipe, overrides)
     run_dir = _prepare_run_dir(recipe, resume, overwrite)
-    recipe.save(run_dir / "recipe.yaml")
+    if launch_rank_zero():
+        recipe.save(run_dir / "recipe.yaml")
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
 
     data = build_data(recipe.data)
@@ -164,19 +178,30 @@ def pretrain(
     if recipe.logging.plots:
         n_plot = min(8, len(data.train))
         plot_images = data.train.images[:n_plot] if isinstance(data.train, ArrayDataset) else torch.stack([data.train[i][0] for i in range(n_plot)])
-    module = PretrainModule(method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images)
-    loader = make_loader(train_set, recipe.data.batch_size, shuffle=True, drop_last=True, num_workers=recipe.data.num_workers)
+    loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
+    _, precision = resolve_device(recipe.trainer)
+    module = PretrainModule(
+        method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images,
+        sampler=loader.batch_sampler, seed=recipe.seed, check_finite=recipe.trainer.stop_on_nonfinite,
+        check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
+    )
 
     ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-    if resume:
+    if resume and launch_rank_zero():
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
         truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
     trainer = build_trainer(recipe, run_dir)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_path) if resume else None)
-    _finish_wandb(recipe)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            # our sampler's position is in the checkpoint (PretrainModule), which Lightning cannot see
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_path) if resume else None)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
+    finally:
+        _finish_wandb(recipe)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
@@ -189,6 +214,13 @@ def pretrain(
         if recipe.logging.plots:
             plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
     return RunResult(run_dir, metrics, data)
+
+
+def _last_good(ckpt_path: Path) -> str:
+    if not ckpt_path.is_file():
+        return "no checkpoint had been written yet"
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step")
+    return f"the last good checkpoint is {ckpt_path} (step {step}); consider a lower optim.lr or trainer.gradient_clip_val"
 
 
 def _finish_wandb(recipe: Recipe) -> None:

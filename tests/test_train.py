@@ -30,7 +30,9 @@ def test_two_epoch_ae_run_writes_the_run_dir(quiet):
     assert "augment" in yaml.safe_load((d / "recipe.yaml").read_text())
 
     ckpt = torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 8  # epochs completed; 256 / 64 = 4 steps an epoch
+    # written at the end of the second epoch (Lightning's "epoch" is the 0-based epoch being saved); 256 / 64 = 4 steps an epoch
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 8
+    assert ckpt["ssl_transfer"]["sampler"] == {"epoch": 1, "batches_done": 4}
     recs = read_metrics(d / "metrics.jsonl")
     epochs = [r for r in recs if "train/loss_epoch" in r]
     assert [r["epoch"] for r in epochs] == [0, 1] and epochs[1]["train/loss_epoch"] < epochs[0]["train/loss_epoch"]
@@ -57,7 +59,7 @@ def test_resume_continues_from_last_checkpoint(quiet):
     first = pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet)
     res = pretrain(first.run_dir, ["trainer.max_epochs=3"], resume=True)  # a run dir resumes its saved recipe
     ckpt = torch.load(res.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == 3 and ckpt["global_step"] == 12
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 12
     epochs = [r["epoch"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/loss_epoch" in r]
     assert epochs == [0, 1, 2]
     assert load_recipe(res.run_dir / "recipe.yaml").trainer.max_epochs == 3

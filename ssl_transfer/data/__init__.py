@@ -9,12 +9,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset, collate_batch, convert_channels, resize_uint8
+from ssl_transfer.data.sampler import GlobalBatchSampler
 from ssl_transfer.data.sources import SOURCES, DataError
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig
 
-__all__ = ["DataBundle", "build_data", "make_loader", "SOURCES", "DataError"]
+__all__ = ["DataBundle", "build_data", "make_loader", "make_train_loader", "SOURCES", "DataError"]
 
 
 @dataclass
@@ -114,4 +115,18 @@ def make_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: boo
         collate_fn=collate_batch,
         pin_memory=isinstance(ds, FileDataset) and torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+    )
+
+
+def make_train_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int = 0) -> DataLoader:
+    """The pretraining loader: ``batch_size`` images per rank per step from a seeded, resumable
+    :class:`GlobalBatchSampler` (shuffled each epoch, last partial batch dropped)."""
+    return DataLoader(
+        ds,
+        batch_sampler=GlobalBatchSampler(len(ds), batch_size, shuffle=True, drop_last=True, seed=seed),
+        num_workers=num_workers,
+        collate_fn=collate_batch,
+        pin_memory=isinstance(ds, FileDataset) and torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds; keeps the global RNG out of loader starts
     )

@@ -1,12 +1,18 @@
-"""Checkpoint IO: atomic writes (temp file, fsync, rename) and ``weights_only=True`` loads."""
+"""Checkpoints: atomic writes (temp file, fsync, rename), ``weights_only=True`` loads, and when to write.
+
+``last.ckpt`` is rewritten at every epoch end and, mid-epoch, every N optimizer steps and/or every M
+minutes; it holds everything an exact resume needs (see :mod:`ssl_transfer.training.module`).
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
@@ -27,8 +33,42 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
+            stale.unlink(missing_ok=True)
 
     def load_checkpoint(self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = True) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes ``path`` at every epoch end, every ``every_n_steps`` optimizer steps and every ``every_minutes``.
+
+    Saves happen after the optimizer step and the momentum-encoder update of a batch, so a checkpoint is
+    always a consistent state between two steps.
+    """
+
+    def __init__(self, path: str | Path, every_n_steps: int | None = None, every_minutes: float | None = None) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.every_n_steps, self.every_minutes = every_n_steps, every_minutes
+        self._last_save = time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last_save = time.monotonic()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        due = bool(self.every_n_steps) and trainer.global_step % self.every_n_steps == 0
+        if self.every_minutes and not due:
+            # every rank must agree to save (it is a collective under DDP): rank 0's clock decides
+            due = bool(trainer.strategy.broadcast(time.monotonic() - self._last_save >= 60.0 * self.every_minutes))
+        if due:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._last_save = time.monotonic()

@@ -1,4 +1,8 @@
-"""The one LightningModule: uint8 batch -> batched augmentation -> normalised views -> method -> loss."""
+"""The one LightningModule: uint8 batch -> batched augmentation -> normalised views -> method -> loss.
+
+Besides the weights, optimizer and scheduler that Lightning saves, checkpoints carry what an exact resume
+needs: where the sampler stood in the epoch and the RNG states (restored just before the next step).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from ssl_transfer.data.sampler import GlobalBatchSampler, world
 from ssl_transfer.data.views import Augment
+from ssl_transfer.errors import NonFiniteError
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.training.optim import build_optimizer, build_scheduler
 from ssl_transfer.training.plots import save_grid
+from ssl_transfer.training.rng import rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import OptimConfig
@@ -34,7 +41,14 @@ class PretrainModule(pl.LightningModule):
         optim: "OptimConfig",
         plot_dir: str | Path | None = None,
         plot_images: Tensor | None = None,
+        *,
+        sampler: GlobalBatchSampler | None = None,
+        seed: int = 0,
+        check_finite: bool = True,
+        check_grads: bool = True,
     ) -> None:
+        """``sampler``: the training loader's batch sampler (its position is checkpointed). ``check_finite``:
+        stop on a non-finite loss, and (``check_grads``) gradients, before the optimizer step applies them."""
         super().__init__()
         self.method = method
         self.augments = torch.nn.ModuleList(augments)
@@ -43,6 +57,11 @@ class PretrainModule(pl.LightningModule):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.plot_dir = Path(plot_dir) if plot_dir else None
         self.register_buffer("plot_images", plot_images if plot_images is not None else torch.zeros(0, dtype=torch.uint8), persistent=False)
+        self.sampler, self.seed = sampler, seed
+        self.check_finite, self.check_grads = check_finite, check_grads
+        self._batches_done = 0  # in the current epoch, for the sampler's checkpointed position
+        self._pending_rng: dict | None = None
+        self._last_loss: Tensor | None = None
 
     def normalize(self, x01: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> normalised."""
@@ -68,6 +87,8 @@ class PretrainModule(pl.LightningModule):
         self.method.set_progress(self.global_step, int(self.trainer.estimated_stepping_batches))
         out = self.method.training_step(self.make_views(images))
         loss = out["loss"]
+        self._last_loss = loss.detach()
+        self._batches_done = batch_idx + 1
         bs = len(images)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in out.items():
@@ -76,16 +97,65 @@ class PretrainModule(pl.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        self.method.after_optimizer_step()
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before a non-finite loss or gradient reaches the weights; the last checkpoint stays good."""
+        if not self.check_finite or self._last_loss is None:
+            return
+        loss = self._last_loss.float()
+        grads = [p.grad for p in self.parameters() if p.grad is not None] if self.check_grads else []
+        gnorm = torch.nn.utils.get_total_norm(grads).float() if grads else torch.zeros((), device=loss.device)
+        if bool(torch.isfinite(loss) & torch.isfinite(gnorm)):
+            return
+        step, epoch = self.global_step, self.current_epoch
+        where = f"step {step} (epoch {epoch}, batch {self._batches_done - 1})"
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"non-finite loss ({loss.item()}) at {where}", step)
+        raise NonFiniteError(f"non-finite gradients (norm {gnorm.item()}) at {where}; the loss was {loss.item():.6g}", step)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.method.after_optimizer_step()  # momentum encoders: before any checkpoint of this step is written
+
+    def on_train_start(self) -> None:
+        rank, world_size = world()
+        if world_size > 1:  # each rank its own augmentation stream (rank 0's state is what checkpoints keep)
+            torch.manual_seed(self.seed * 1_000_003 + rank * 7919 + self.global_step)
+
+    def on_train_epoch_start(self) -> None:
+        if self.sampler is not None:  # a new order each epoch (Lightning only sets epochs on plain samplers)
+            self.sampler.set_epoch(self.current_epoch)
+        if self._pending_rng is None:
+            self._batches_done = 0
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._pending_rng is not None:  # resuming: the generators continue exactly where the checkpoint left them
+            if world()[1] == 1:
+                set_rng_state(self._pending_rng)
+            self._pending_rng = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ssl_transfer"] = {
+            "sampler": {"epoch": self.current_epoch, "batches_done": self._batches_done},
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("ssl_transfer")
+        if state is None:
+            return
+        if self.sampler is not None:
+            self.sampler.resume(state["sampler"]["epoch"], state["sampler"]["batches_done"])
+        self._batches_done = state["sampler"]["batches_done"]
+        self._pending_rng = state["rng"]
 
     def on_train_epoch_end(self) -> None:
         if self.plot_dir is None or len(self.plot_images) == 0 or not self.trainer.is_global_zero:
             return
         was_training = self.method.training
         self.method.eval()
-        try:
-            with torch.no_grad():
+        try:  # plots draw from their own RNG stream, so that they do not change the training run
+            with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(self.seed)
                 grids = self.method.visualize(self.normalize(self.plot_images.float() / 255.0))
         finally:
             self.method.train(was_training)
