@@ -116,6 +116,8 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
     t = recipe.trainer
     accelerator, precision = resolve_device(t)
     strategy: Any = "auto"
+    if t.sync_batchnorm and accelerator == "cpu" and t.strategy == "ddp":
+        raise UserError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only; on CPU use a backbone and heads without BatchNorm, or set it to false")
     if t.strategy == "ddp":
         from pytorch_lightning.strategies import DDPStrategy
 
@@ -268,7 +270,7 @@ def run(
     """Pretrain, then evaluate (the recipe's ``eval`` section), then export (its ``export`` section)."""
     res = pretrain(recipe, overrides, resume=resume, overwrite=overwrite)
     recipe = load_recipe(res.run_dir / "recipe.yaml")
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not launch_rank_zero():  # DDP workers stop after training; rank 0 evaluates
         return res
     res.metrics["eval"] = evaluate_run(res.run_dir, recipe)
     return res

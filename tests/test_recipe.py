@@ -135,3 +135,13 @@ def test_missing_recipe_and_bad_yaml(tmp_path: Path):
 def test_recipe_dir_is_repo_recipes():
     assert (REPO / "recipes" / "quickstart.yaml").is_file()
     assert isinstance(load_recipe(REPO / "recipes" / "quickstart.yaml"), Recipe)
+
+
+def test_recipes_never_construct_python_objects(tmp_path: Path, capfd):
+    p = tmp_path / "evil.yaml"
+    p.write_text('name: !!python/object/apply:os.system ["echo hacked"]\n')
+    with pytest.raises(RecipeError, match="not valid YAML.*python/object/apply"):
+        load_recipe(p)
+    with pytest.raises(RecipeError):
+        load_recipe(None, ["name=!!python/object/apply:os.system [echo hacked]"])
+    assert "hacked" not in capfd.readouterr().out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,6 +31,7 @@ class DataBundle:
     num_classes: int | None
     classes: list[str] | None
     source: str
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # unreadable images left out: (path, reason)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -47,6 +48,7 @@ class DataBundle:
             "classes": self.classes,
             "train_size": len(self.train),
             "test_size": len(self.test) if self.test is not None else 0,
+            "skipped_files": len(self.skipped_files),
         }
 
 
@@ -101,7 +103,7 @@ def build_data(cfg: "DataConfig") -> DataBundle:
     labels = train.labels.tolist() if isinstance(train, ArrayDataset) else list(train.labels)
     labelled = [lb for lb in labels if lb >= 0]
     num_classes = len(raw.classes) if raw.classes else (max(labelled) + 1 if labelled else None)
-    return DataBundle(train, test, int(channels), (int(size[0]), int(size[1])), mean, std, num_classes, raw.classes, cfg.source)
+    return DataBundle(train, test, int(channels), (int(size[0]), int(size[1])), mean, std, num_classes, raw.classes, cfg.source, raw.skipped)
 
 
 def make_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: bool, drop_last: bool, num_workers: int = 0) -> DataLoader:

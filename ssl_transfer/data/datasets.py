@@ -15,6 +15,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ssl_transfer.errors import UserError
+
 
 def to_nchw_uint8(x: np.ndarray | Tensor) -> Tensor:
     """Arrays of N×H×W, N×H×W×C (C in 1, 3) or N×C×H×W -> uint8 tensor N×C×H×W.
@@ -99,29 +101,79 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> Tensor
     return resize_uint8(t[None], size)[0]
 
 
+def image_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a readable image (PIL's reason), or None. Checks the header and the file's
+    integrity (``Image.verify``: CRCs of PNG, structure of most formats) without decoding all pixels."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return None
+    except Exception as e:  # PIL raises many kinds: UnidentifiedImageError, OSError, SyntaxError, ValueError...
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+
+
+def check_images(files: Sequence[str], workers: int = 8) -> tuple[list[int], list[tuple[str, str]]]:
+    """Indices of readable ``files`` and (path, reason) of the others; files are checked in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(image_problem, files, chunksize=64))
+    good = [i for i, p in enumerate(problems) if p is None]
+    bad = [(files[i], p) for i, p in enumerate(problems) if p is not None]
+    return good, bad
+
+
+class UnreadableImageError(UserError, OSError):
+    """An image file that passed the scan could not be decoded (``data.bad_images=error``)."""
+
+
 class FileDataset(Dataset):
     """Images read from files on demand (image folders), converted and resized as they are read.
 
     With ``transform`` (a callable on the PIL image, e.g. a multi-view augmentation) the image is handed to it
-    at full resolution instead of being resized.
+    at full resolution instead of being resized. A file that fails to decode (corrupt beyond what the scan
+    sees, e.g. a truncated JPEG) raises with its path (``on_error="error"``) or is replaced by the next
+    readable file and counted in ``read_failures`` (``"skip"``; per process when loaded by workers).
     """
 
-    def __init__(self, files: list[str], labels: list[int], channels: int, size: tuple[int, int], transform: Callable | None = None) -> None:
+    def __init__(
+        self, files: list[str], labels: list[int], channels: int, size: tuple[int, int],
+        transform: Callable | None = None, on_error: str = "error",
+    ) -> None:
         self.files, self.labels = files, labels
         self.channels, self.size = channels, size
         self.transform = transform
+        self.on_error = on_error
+        self.read_failures = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def _read(self, i: int) -> Tensor:
         if self.transform is None:
-            return load_image(self.files[i], self.channels, self.size), torch.tensor(self.labels[i])
+            return load_image(self.files[i], self.channels, self.size)
         with Image.open(self.files[i]) as im:
-            return self.transform(im.convert("L" if self.channels == 1 else "RGB")), torch.tensor(self.labels[i])
+            return self.transform(im.convert("L" if self.channels == 1 else "RGB"))
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        for attempt in range(min(len(self.files), 16)):
+            j = (i + attempt) % len(self.files)
+            try:
+                return self._read(j), torch.tensor(self.labels[j])
+            except Exception as e:
+                if self.on_error != "skip":
+                    raise UnreadableImageError(f"cannot read image {self.files[j]} ({type(e).__name__}: {e}); set data.bad_images=skip to skip such files") from None
+                self.read_failures += 1
+        raise UnreadableImageError(f"16 image files in a row from {self.files[i]} could not be read")
+
+    def take(self, ids: Sequence[int]) -> "FileDataset":
+        """The files at ``ids``, same settings."""
+        return FileDataset([self.files[i] for i in ids], [self.labels[i] for i in ids], self.channels, self.size, self.transform, self.on_error)
 
     def subset(self, n: int) -> "FileDataset":
-        return FileDataset(self.files[:n], self.labels[:n], self.channels, self.size, self.transform)
+        return self.take(range(min(n, len(self.files))))
 
     def with_transform(self, transform: Callable | None) -> "FileDataset":
-        return FileDataset(self.files, self.labels, self.channels, self.size, transform)
+        out = self.take(range(len(self.files)))
+        out.transform = transform
+        return out

@@ -7,6 +7,7 @@ files on demand. torchvision sources read the standard files under ``data.root``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -15,12 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssl_transfer.data.datasets import ArrayDataset, FileDataset, to_nchw_uint8
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset, check_images, to_nchw_uint8
 from ssl_transfer.errors import UserError
 from ssl_transfer.registry import Registry
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig
+
+log = logging.getLogger("ssl_transfer")
 
 
 class DataError(UserError):
@@ -34,6 +37,7 @@ class RawData:
     train: ArrayDataset | FileDataset
     test: ArrayDataset | FileDataset | None
     classes: list[str] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of unreadable images left out
 
 
 @dataclass
@@ -169,19 +173,35 @@ def scan_folder(root: Path) -> tuple[list[str], list[int], list[str] | None]:
     return files, [-1] * len(files), None
 
 
+def readable_images(files: list[str], labels: list[int], where: str, policy: str) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+    """Drop unreadable files (``policy="skip"``: counted and logged) or fail naming them (``"error"``)."""
+    good, bad = check_images(files)
+    if bad:
+        first = f"{bad[0][0]} ({bad[0][1]})"
+        if policy == "error":
+            raise DataError(f"{where}: {len(bad)} of {len(files)} files are not readable images, e.g. {first}; set data.bad_images=skip to leave them out")
+        log.warning("%s: skipped %d of %d files that are not readable images, e.g. %s", where, len(bad), len(files), first)
+        if not good:
+            raise DataError(f"{where}: none of the {len(files)} files is a readable image, e.g. {first}")
+    return [files[i] for i in good], [labels[i] for i in good], bad
+
+
 @source("imagefolder", "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional", ("root",))
 def load_imagefolder(cfg: "DataConfig") -> RawData:
     files, labels, classes = scan_folder(Path(cfg.root))  # type: ignore[arg-type]
+    files, labels, skipped = readable_images(files, labels, f"data.root={cfg.root}", cfg.bad_images)
     with Image.open(files[0]) as im:
         native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
         native_size = (im.height, im.width)
     channels = cfg.channels or native_channels
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
-    train = FileDataset(files, labels, channels, size)
+    train = FileDataset(files, labels, channels, size, on_error=cfg.bad_images)
     test = None
     if cfg.test_root:
         tfiles, tlabels, tclasses = scan_folder(Path(cfg.test_root))
         if classes and tclasses and tclasses != classes:
             raise DataError(f"data.test_root classes {tclasses} differ from data.root classes {classes}")
-        test = FileDataset(tfiles, tlabels, channels, size)
-    return RawData(train, test, classes)
+        tfiles, tlabels, tskipped = readable_images(tfiles, tlabels, f"data.test_root={cfg.test_root}", cfg.bad_images)
+        skipped += tskipped
+        test = FileDataset(tfiles, tlabels, channels, size, on_error=cfg.bad_images)
+    return RawData(train, test, classes, skipped)

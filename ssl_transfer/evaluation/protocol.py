@@ -28,8 +28,7 @@ def take(ds: ArrayDataset | FileDataset, idx: torch.Tensor) -> ArrayDataset | Fi
     """The images at ``idx`` as a dataset of the same kind."""
     if isinstance(ds, ArrayDataset):
         return ArrayDataset(ds.images[idx], ds.labels[idx])
-    ids = idx.tolist()
-    return FileDataset([ds.files[i] for i in ids], [ds.labels[i] for i in ids], ds.channels, ds.size)
+    return ds.take(idx.tolist())
 
 
 def adaptation(enc: Encoder, data: DataBundle) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ssl_transfer.methods.registry import METHODS
 class SimCLRConfig(ProjectedConfig):
     name: Literal["simclr"] = "simclr"
     temperature: Annotated[float, Field(gt=0)] = 0.2
+    proj_batch_norm: bool = Field(True, description="BatchNorm in the projection MLP (as in the paper); off for batch-independent heads")
 
 
 @METHODS.register("simclr")
@@ -33,7 +34,7 @@ class SimCLR(PretextMethod):
 
     def __init__(self, cfg: SimCLRConfig, encoder: nn.Module, *args, **kwargs) -> None:
         super().__init__(cfg, encoder, *args, **kwargs)
-        self.projection_head = SimCLRProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
+        self.projection_head = SimCLRProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, batch_norm=cfg.proj_batch_norm)
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:

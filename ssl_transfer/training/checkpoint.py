@@ -70,5 +70,5 @@ class LastCheckpoint(pl.Callback):
         self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, not weights only
         self._last_save = time.monotonic()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ssl_transfer.data import DataError, build_data, make_loader
-from ssl_transfer.data.datasets import ArrayDataset, FileDataset, to_nchw_uint8
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset, UnreadableImageError, to_nchw_uint8
 from ssl_transfer.recipe import load_recipe
 
 from ..conftest import SHARED
@@ -177,6 +177,70 @@ def test_imagefolder_errors(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="has no images"):
         build_data(data_cfg(source="imagefolder", root=str(tmp_path / "empty")))
+
+
+def _corrupt_folder(root: Path) -> list[str]:
+    """6 good images per class, plus 4 broken files of the kinds met in scraped datasets; returns their names."""
+    for c in ("cat", "dog"):
+        for i in range(6):
+            _png(root / c / f"{i}.png", value=30 * i)
+    good = (root / "cat" / "0.png").read_bytes()
+    broken = {
+        "cat/empty.png": b"",
+        "cat/text.jpg": b"<html>404 not found</html>",
+        "dog/truncated.png": good[: len(good) // 2],
+        "dog/bad_crc.png": good[:40] + bytes([good[40] ^ 0xFF]) + good[41:],
+    }
+    for name, data in broken.items():
+        (root / name).write_bytes(data)
+    return list(broken)
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path: Path, caplog):
+    broken = _corrupt_folder(tmp_path)
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        d = build_data(data_cfg(source="imagefolder", root=str(tmp_path)))
+    assert len(d.train) == 12 and d.describe()["skipped_files"] == 4
+    assert sorted(Path(f).relative_to(tmp_path).as_posix() for f, _ in d.skipped_files) == sorted(broken)
+    assert "skipped 4 of 16 files" in caplog.text
+    assert sorted(d.train.labels) == [0] * 6 + [1] * 6
+    images, _ = next(iter(make_loader(d.train, 12, shuffle=False, drop_last=False, num_workers=2)))
+    assert images.shape == (12, 3, 16, 20)
+
+
+def test_corrupt_images_fail_clearly_when_asked(tmp_path: Path):
+    _corrupt_folder(tmp_path)
+    with pytest.raises(DataError, match=r"4 of 16 files are not readable images, e\.g\. .*(empty|text|truncated|bad_crc).*data\.bad_images=skip"):
+        build_data(data_cfg(source="imagefolder", root=str(tmp_path), bad_images="error"))
+
+
+def test_file_broken_after_the_scan_is_replaced_or_named(tmp_path: Path):
+    for name in _corrupt_folder(tmp_path):
+        (tmp_path / name).unlink()
+    for policy in ("skip", "error"):
+        d = build_data(data_cfg(source="imagefolder", root=str(tmp_path), bad_images=policy))
+        victim = d.train.files.index(str(tmp_path / "cat" / "3.png"))
+        Path(d.train.files[victim]).write_bytes(b"gone bad")
+        if policy == "skip":
+            img, label = d.train[victim]  # the next readable file stands in, with its own label
+            assert torch.equal(img, d.train[victim + 1][0]) and int(label) == d.train.labels[victim + 1]
+            assert d.train.read_failures == 1
+        else:
+            with pytest.raises(UnreadableImageError, match="3.png"):
+                d.train[victim]
+        _png(tmp_path / "cat" / "3.png", value=90)
+
+
+def test_pretraining_on_a_folder_with_corrupt_images(tmp_path: Path, quiet):
+    from ssl_transfer.train import pretrain
+
+    _corrupt_folder(tmp_path / "imgs")
+    res = pretrain({"name": "c", "data": {"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 4, "num_workers": 2},
+                    "backbone": {"name": "cnn_tiny"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1}}, quiet)
+    assert res.data is not None and res.data.describe()["skipped_files"] == 4
+    import json
+
+    assert json.loads((res.run_dir / "encoder.json").read_text())["data"]["skipped_files"] == 4
 
 
 def test_array_loader_batches_in_one_gather(tiny_npz: Path):

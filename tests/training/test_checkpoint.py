@@ -1,0 +1,81 @@
+"""Checkpoint files: a process killed in the middle of a save leaves the previous checkpoint loadable; loads
+never unpickle arbitrary objects."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_transfer.training.checkpoint import AtomicCheckpointIO
+
+# A child process writes checkpoint A, then dies from SIGKILL at one point of writing checkpoint B.
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    import ssl_transfer.training.checkpoint as ck
+
+    path, when = sys.argv[1], sys.argv[2]
+    io = ck.AtomicCheckpointIO()
+    io.save_checkpoint({"name": "A", "w": torch.arange(1000.0)}, path)
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if when == "write":  # half of B's bytes are on disk
+        real_save = torch.save
+        def half_save(obj, f, *a, **k):
+            import io as _io
+            buf = _io.BytesIO(); real_save(obj, buf)
+            f.write(buf.getvalue()[: len(buf.getvalue()) // 2]); f.flush()
+            die()
+        ck.torch.save = half_save
+    elif when == "fsync":  # all of B written, not yet synced
+        ck.os.fsync = die
+    elif when == "rename":  # B synced, the rename never happens
+        ck.os.replace = die
+    io.save_checkpoint({"name": "B", "w": torch.arange(1000.0) * 2}, path)
+    print("not killed")
+    """
+)
+
+
+@pytest.mark.parametrize("when", ["write", "fsync", "rename"])
+def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path, when: str):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(path), when], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+
+    io = AtomicCheckpointIO()
+    ckpt = io.load_checkpoint(path)
+    assert ckpt["name"] == "A" and torch.equal(ckpt["w"], torch.arange(1000.0))
+    stale = list(path.parent.glob(".last.ckpt.*.tmp"))
+    assert len(stale) == 1  # the interrupted save's temp file, never the checkpoint itself
+
+    io.save_checkpoint({"name": "C"}, path)  # the next save succeeds and clears the leftover
+    assert io.load_checkpoint(path)["name"] == "C"
+    assert not list(path.parent.glob(".last.ckpt.*.tmp"))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("arbitrary code ran",))
+
+
+def test_checkpoint_loads_refuse_arbitrary_objects(tmp_path: Path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": Payload()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        AtomicCheckpointIO().load_checkpoint(path)
+
+
+def test_missing_checkpoint_is_named(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "nope.ckpt")
