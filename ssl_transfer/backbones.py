@@ -62,11 +62,13 @@ SMALL_CNNS.register("cnn_base")(lambda in_chans: SmallCNN((64, 128, 256), in_cha
 class TimmBackbone(nn.Module):
     """A timm model created with ``num_classes=0`` so that ``forward`` returns pooled features (B, num_features)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, create_args: dict[str, Any] | None = None) -> None:
+        """``create_args``: the keyword arguments ``timm.create_model`` was given (recorded for exports)."""
         super().__init__()
         self.model = model
         self.embed_dim = int(model.num_features)
         self.num_features = self.embed_dim
+        self.create_args = dict(create_args or {})
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.model.forward_features(x)
@@ -100,17 +102,17 @@ def list_backbones() -> list[str]:
     return SMALL_CNNS.names()
 
 
-def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> TimmBackbone:
     import timm
 
-    args = dict(num_classes=0, in_chans=in_chans, pretrained=pretrained, **kwargs)
+    args = dict(num_classes=0, in_chans=in_chans, **kwargs)
     if "img_size" not in kwargs:
         try:  # models with a fixed token grid (ViT, Swin, ...) must be told the input size
-            return timm.create_model(name, img_size=image_size, **args)
+            return TimmBackbone(timm.create_model(name, pretrained=pretrained, img_size=image_size, **args), {**args, "img_size": image_size})
         except TypeError as e:
             if "img_size" not in str(e):
                 raise
-    return timm.create_model(name, **args)
+    return TimmBackbone(timm.create_model(name, pretrained=pretrained, **args), args)
 
 
 def build_backbone(
@@ -132,7 +134,7 @@ def build_backbone(
         except ValueError as e:
             raise BackboneError(str(e)) from None
         try:
-            model = TimmBackbone(_create_timm(name, c, h, pretrained, kwargs))
+            model = _create_timm(name, c, h, pretrained, kwargs)
         except TypeError as e:
             raise BackboneError(f"backbone.kwargs for {name!r} rejected: {e}") from None
         except (OSError, RuntimeError) as e:

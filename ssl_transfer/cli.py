@@ -123,6 +123,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ssl_transfer.export import FORMATS, export_encoder
+
+    if args.format not in FORMATS:
+        raise UserError(f"--format: {FORMATS.unknown_message(args.format)}")
+    src = Path(args.source)
+    base = src if src.is_dir() else src.parent
+    out = Path(args.out) if args.out else base / "export" / ("timm" if args.format == "timm" else "encoder")
+    res = export_encoder(args.source, args.format, out)
+    print(f"{args.format}: {res.path}  (metadata: {res.meta_path})")
+    print(f"reloaded and checked: max |embedding difference| {res.max_abs_diff:.2e} on 5 images (limit 1e-4)")
+    if args.format == "timm":
+        import json
+
+        t = json.loads(res.meta_path.read_text())["timm"]
+        print(f"load with: timm.create_model({t['model_name']!r}, pretrained=True, pretrained_cfg_overlay=<'timm.pretrained_cfg_overlay' in {res.meta_path.name}>"
+              f"{', **model_args' if t['model_args'] else ''}) or timm.create_model('local-dir:{res.path}', pretrained=True)")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ssl_transfer.embed import embed_folder
+
+    res = embed_folder(args.encoder, args.images_dir, args.out, batch_size=args.batch_size, num_workers=args.workers,
+                       device=args.device, bad_images=args.bad_images)
+    print(f"{res.count} embeddings of dim {res.dim} -> {res.embeddings}  (row order: {res.files}; details: {res.meta})")
+    if res.skipped:
+        print(f"skipped {res.skipped} unreadable file(s); listed in {res.meta}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]]
     if args.what == "methods":
@@ -178,6 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (at least 300 steps)")
     p.add_argument("--out", help="output folder for eval.json and report.md (default: RUN_DIR/eval or ./eval)")
     p.set_defaults(fn=cmd_evaluate)
+    p = sub.add_parser("export", help="export an encoder as safetensors, torchscript, pt2, onnx or a timm model folder",
+                       description="Export a run's encoder (or any exported encoder) and check the export against it.")
+    p.add_argument("source", help="run dir or encoder file (.safetensors/.pt/.onnx/timm folder)")
+    p.add_argument("--format", required=True, metavar="FORMAT", help="safetensors, torchscript, pt2 (torch.export), onnx or timm")
+    p.add_argument("--out", help="output path (suffix set by the format; a folder for timm); default RUN_DIR/export/encoder.<ext>")
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("embed", help="embed a folder of images with an encoder into a .npy file",
+                       description="Embed every image under IMAGES_DIR (recursively) with ENCODER.")
+    p.add_argument("encoder", help="run dir, exported encoder (any format) or timm:NAME")
+    p.add_argument("images_dir")
+    p.add_argument("--out", default="embeddings.npy", help="output .npy (N, D) float32; .files.txt and .json are written beside it")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading the images")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop")
+    p.set_defaults(fn=cmd_embed)
     p = sub.add_parser("list", help="list registered methods, backbones, datasets or bundled recipes")
     p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes"])
     p.set_defaults(fn=cmd_list)

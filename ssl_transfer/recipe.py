@@ -155,7 +155,9 @@ class EvalConfig(StrictModel):
 class ExportConfig(StrictModel):
     """Formats written by `ssl-transfer run` besides the run dir's encoder.safetensors."""
 
-    formats: list[Literal["safetensors"]] = Field(default_factory=lambda: ["safetensors"])
+    formats: list[Literal["safetensors", "torchscript", "pt2", "onnx", "timm"]] = Field(
+        default_factory=lambda: ["safetensors"], description="each goes to <run dir>/export/ (timm: a folder), checked against the encoder"
+    )
 
 
 MethodSection = Annotated[Union[tuple(METHODS.get(n).config_cls for n in METHODS)], Field(discriminator="name")]

@@ -24,7 +24,7 @@ from ssl_transfer.data import DataBundle, build_data, make_train_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import NonFiniteError, UserError
-from ssl_transfer.export import encoder_meta, exportable, save_encoder
+from ssl_transfer.export import encoder_meta, export_encoder, exportable, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
@@ -107,6 +107,17 @@ def _wandb_settings() -> Any:
     import wandb
 
     return wandb.Settings(silent=True, console="off", x_disable_stats=True)
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's tips that advertise its cloud products on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip:" not in record.getMessage()
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_NoAdverts())
 
 
 def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) -> pl.Trainer:
@@ -273,7 +284,19 @@ def run(
     if not launch_rank_zero():  # DDP workers stop after training; rank 0 evaluates
         return res
     res.metrics["eval"] = evaluate_run(res.run_dir, recipe)
+    res.metrics["exports"] = export_run(res.run_dir, recipe)
     return res
+
+
+def export_run(run_dir: str | Path, recipe: Recipe) -> dict[str, str]:
+    """The recipe's ``export.formats`` into ``<run dir>/export/`` (the run dir's encoder.safetensors is always
+    there); each export carries the run's metadata, eval metrics included, and is checked on reload."""
+    run_dir = Path(run_dir)
+    written = {"safetensors": str(run_dir / "encoder.safetensors")}
+    for fmt in recipe.export.formats:
+        if fmt != "safetensors":
+            written[fmt] = str(export_encoder(run_dir, fmt, run_dir / "export" / ("timm" if fmt == "timm" else "encoder")).path)
+    return written
 
 
 def first_and_last_loss(run_dir: str | Path) -> tuple[float, float]:

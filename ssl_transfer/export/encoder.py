@@ -1,7 +1,7 @@
-"""Encoders for downstream use: weights in safetensors, everything needed to rebuild and feed them in JSON.
+"""The encoder as it leaves training: backbone (+ optional linear head), its preprocessing, its metadata.
 
-``save_encoder`` writes ``<stem>.safetensors`` + ``<stem>.json``; ``load_encoder`` reads them back into an
-:class:`Encoder` that carries its own preprocessing.
+``save_encoder`` writes ``<stem>.safetensors`` + ``<stem>.json`` (the run dir's ``encoder.*``);
+:mod:`ssl_transfer.export.formats` writes the other formats and loads any of them back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data.datasets import convert_channels, resize_uint8
-from ssl_transfer.errors import UserError
 
 FORMAT_VERSION = 1
 
@@ -105,7 +104,7 @@ class Encoder(nn.Module):
         """Raw images (see :class:`Preprocess`) -> embeddings (N, embed_dim) float32, in eval mode."""
         was_training = self.training
         self.eval()
-        device = next(self.backbone.parameters()).device
+        device = next((p.device for p in self.backbone.parameters()), torch.device("cpu"))
         try:
             out = [self(self.preprocess(images[i : i + batch_size]).to(device)).float() for i in range(0, len(images), batch_size)]
         finally:
@@ -149,21 +148,19 @@ def save_encoder(backbone: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     return path, meta_path
 
 
-def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encoder:
-    """Load an encoder from a run dir, an ``encoder.safetensors`` file or its ``.json``; strict key match."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "encoder.safetensors"
-    p = p.with_suffix(".safetensors")
-    meta_path = p.with_suffix(".json")
-    if not p.is_file() or not meta_path.is_file():
-        raise UserError(f"no encoder at {str(path)!r}: need {p.name} and {meta_path.name} side by side")
-    meta = json.loads(meta_path.read_text())
+def rebuild_backbone(meta: dict[str, Any]) -> nn.Module:
+    """An untrained module of the architecture ``meta`` describes (backbone, + head if any)."""
     inp = meta["input"]
     backbone = build_backbone(meta["backbone"]["name"], (inp["channels"], inp["height"], inp["width"]), False, meta["backbone"]["kwargs"])
     head = meta.get("head")
     if head:
         backbone = HeadedBackbone(backbone, nn.Linear(head["in_features"], head["out_features"]))
-    missing, unexpected = load_model(backbone, str(p), strict=True)
+    return backbone
+
+
+def load_safetensors_encoder(path: str | Path, meta: dict[str, Any]) -> nn.Module:
+    """The backbone in ``path`` (.safetensors), rebuilt from ``meta``; strict key match."""
+    backbone = rebuild_backbone(meta)
+    missing, unexpected = load_model(backbone, str(path), strict=True)
     assert not missing and not unexpected, (missing, unexpected)
-    return Encoder(backbone, meta).to(device).eval()
+    return backbone

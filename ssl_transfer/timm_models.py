@@ -1,0 +1,79 @@
+"""The small CNNs registered as timm models, so that exports of them load with timm's own calls::
+
+    import ssl_transfer  # registers cnn_tiny, cnn_small, cnn_base with timm
+    timm.create_model("cnn_tiny", pretrained=True, pretrained_cfg_overlay=dict(file="model.safetensors", ...))
+    timm.create_model("local-dir:path/to/export", pretrained=True)
+
+The timm variant has timm's classifier interface (``num_classes``, ``head``, ``reset_classifier``,
+``forward_head``); with ``num_classes=0`` its state dict is exactly the training backbone's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.models import build_model_with_cfg, register_model
+from torch import Tensor, nn
+
+from ssl_transfer.backbones import SmallCNN
+
+WIDTHS = {"cnn_tiny": (16, 32, 64), "cnn_small": (32, 64, 128), "cnn_base": (64, 128, 256)}
+
+
+class TimmSmallCNN(SmallCNN):
+    """:class:`SmallCNN` plus a linear classifier ``head`` on the pooled features (Identity when num_classes=0)."""
+
+    def __init__(self, widths: tuple[int, int, int], in_chans: int = 1, num_classes: int = 0, global_pool: str = "avg", **_: Any) -> None:
+        super().__init__(widths, in_chans)
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool={global_pool!r}: the small CNNs average-pool")
+        self.num_classes = num_classes
+        self.head: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Feature map (B, C, h, w) -> (B, num_classes), or pooled (B, C) with ``pre_logits``."""
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _cfg(**kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": "", "num_classes": 0, "input_size": (1, 28, 28), "pool_size": (7, 7), "crop_pct": 1.0,
+        "interpolation": "bilinear", "mean": (0.5,), "std": (0.5,), "first_conv": "stages.0.0", "classifier": "head",
+        "fixed_input_size": False, "license": "same as your training data", **kwargs,
+    }
+
+
+default_cfgs = {name: _cfg() for name in WIDTHS}  # read by timm's register_model from this module
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> TimmSmallCNN:
+    return build_model_with_cfg(TimmSmallCNN, variant, pretrained, widths=WIDTHS[variant], **kwargs)
+
+
+@register_model
+def cnn_tiny(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
+    """Small CNN, widths 16-32-64 (embed 64), for 8-32 px inputs."""
+    return _create("cnn_tiny", pretrained, **kwargs)
+
+
+@register_model
+def cnn_small(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
+    """Small CNN, widths 32-64-128 (embed 128), for 8-32 px inputs."""
+    return _create("cnn_small", pretrained, **kwargs)
+
+
+@register_model
+def cnn_base(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
+    """Small CNN, widths 64-128-256 (embed 256), for 8-32 px inputs."""
+    return _create("cnn_base", pretrained, **kwargs)
