@@ -43,7 +43,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class LastCheckpoint(pl.Callback):
-    """Writes ``path`` at every epoch end, every ``every_n_steps`` optimizer steps and every ``every_minutes``.
+    """Writes ``path`` at every epoch end, every ``every_n_steps`` optimizer steps and, checked every 20
+    steps, when ``every_minutes`` have passed since the last write.
 
     Saves happen after the optimizer step and the momentum-encoder update of a batch, so a checkpoint is
     always a consistent state between two steps.
@@ -53,15 +54,18 @@ class LastCheckpoint(pl.Callback):
         super().__init__()
         self.path = Path(path)
         self.every_n_steps, self.every_minutes = every_n_steps, every_minutes
+        self.poll_every_n_steps = 20
         self._last_save = time.monotonic()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        due = bool(self.every_n_steps) and trainer.global_step % self.every_n_steps == 0
-        if self.every_minutes and not due:
-            # every rank must agree to save (it is a collective under DDP): rank 0's clock decides
+        step = trainer.global_step
+        due = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        if self.every_minutes and not due and step % self.poll_every_n_steps == 0:
+            # every rank must agree to save (it is a collective under DDP): rank 0's clock decides; polled
+            # every few steps so that DDP runs do not pay a broadcast per step
             due = bool(trainer.strategy.broadcast(time.monotonic() - self._last_save >= 60.0 * self.every_minutes))
         if due:
             self.save(trainer)

@@ -79,3 +79,35 @@ def test_checkpoint_loads_refuse_arbitrary_objects(tmp_path: Path):
 def test_missing_checkpoint_is_named(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         AtomicCheckpointIO().load_checkpoint(tmp_path / "nope.ckpt")
+
+
+class _Trainer:
+    """The two things LastCheckpoint asks of a Trainer: the step, a broadcast, and save_checkpoint."""
+
+    def __init__(self) -> None:
+        self.global_step, self.saved = 0, []
+        self.strategy = self
+
+    def broadcast(self, obj):
+        return obj
+
+    def save_checkpoint(self, path, weights_only=None):
+        assert weights_only is False  # the full training state
+        self.saved.append(self.global_step)
+
+
+@pytest.mark.parametrize(
+    "every_n_steps,every_minutes,expected",
+    [(7, None, [7, 14, 21, 28, 35, 42]), (None, 1e-9, [20, 40]), (None, 60.0, []), (15, 1e-9, [15, 20, 30, 40, 45])],
+)
+def test_when_last_checkpoint_is_written(tmp_path: Path, every_n_steps, every_minutes, expected):
+    from ssl_transfer.training.checkpoint import LastCheckpoint
+
+    cb, trainer = LastCheckpoint(tmp_path / "last.ckpt", every_n_steps, every_minutes), _Trainer()
+    cb.on_train_start(trainer, None)
+    for step in range(1, 46):
+        trainer.global_step = step
+        cb.on_train_batch_end(trainer, None, None, None, step - 1)
+    assert trainer.saved == expected
+    cb.on_train_epoch_end(trainer, None)
+    assert trainer.saved[-1] == 45  # always at the epoch end
