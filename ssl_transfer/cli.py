@@ -126,13 +126,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ssl_transfer.export import FORMATS, export_encoder
+    from ssl_transfer.export import FORMATS, default_export_path, export_encoder
 
     if args.format not in FORMATS:
         raise UserError(f"--format: {FORMATS.unknown_message(args.format)}")
     src = Path(args.source)
-    base = src if src.is_dir() else src.parent
-    out = Path(args.out) if args.out else base / "export" / ("timm" if args.format == "timm" else "encoder")
+    out = Path(args.out) if args.out else default_export_path(src if src.is_dir() else src.parent, args.format)
     res = export_encoder(args.source, args.format, out)
     print(f"{args.format}: {res.path}  (metadata: {res.meta_path})")
     print(f"reloaded and checked: max |embedding difference| {res.max_abs_diff:.2e} on 5 images (limit 1e-4)")

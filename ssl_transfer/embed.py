@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ssl_transfer.data.datasets import load_image
-from ssl_transfer.data.sources import IMG_EXTENSIONS, DataError, readable_images
+from ssl_transfer.data.sources import DataError, list_images, readable_images
 from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.export.encoder import Encoder
 
@@ -48,16 +48,6 @@ class EmbedResult:
     skipped: int
 
 
-def find_images(root: Path) -> list[str]:
-    """Image files anywhere under ``root``, sorted by relative path."""
-    if not root.is_dir():
-        raise DataError(f"no such image folder {str(root)!r}")
-    files = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
-    if not files:
-        raise DataError(f"image folder {str(root)!r} has no images ({', '.join(IMG_EXTENSIONS)})")
-    return files
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,7 +69,7 @@ def embed_folder(
     enc = resolve_encoder(encoder, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     dev = _device(device)
     enc = enc.to(dev).eval()
-    found = find_images(root)
+    found = list_images(root, recursive=True)
     files, _, skipped = readable_images(found, [-1] * len(found), f"images_dir={root}", bad_images)
     ds = _Images(files, enc.preprocess.channels, enc.preprocess.size, bad_images)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")

@@ -24,7 +24,7 @@ from ssl_transfer.data import DataBundle, build_data, make_train_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import NonFiniteError, UserError
-from ssl_transfer.export import encoder_meta, export_encoder, exportable, save_encoder
+from ssl_transfer.export import default_export_path, encoder_meta, export_encoder, exportable, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
@@ -62,6 +62,11 @@ def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) 
     return load_recipe(recipe, overrides)
 
 
+def last_checkpoint(run_dir: Path) -> Path:
+    """The run's resumable checkpoint."""
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 def launch_rank_zero() -> bool:
     """Whether this process is the one that starts a run (DDP workers that Lightning launches are not)."""
     return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("GROUP_RANK", 0)) == 0
@@ -69,7 +74,7 @@ def launch_rank_zero() -> bool:
 
 def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
     run_dir = Path(recipe.output_dir) / recipe.name
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run_dir)
     if not launch_rank_zero():  # a DDP worker: rank 0 prepared the dir before launching it
         run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
@@ -133,7 +138,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
         from pytorch_lightning.strategies import DDPStrategy
 
         strategy = DDPStrategy(find_unused_parameters=False)
-    checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt", t.checkpoint_every_n_steps, t.checkpoint_every_minutes)
+    checkpoint = LastCheckpoint(last_checkpoint(run_dir), t.checkpoint_every_n_steps, t.checkpoint_every_minutes)
     return pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=max_epochs or t.max_epochs,
@@ -199,7 +204,7 @@ def pretrain(
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
     )
 
-    ckpt_path = run_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = last_checkpoint(run_dir)
     if resume and launch_rank_zero():
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
         truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
@@ -295,7 +300,7 @@ def export_run(run_dir: str | Path, recipe: Recipe) -> dict[str, str]:
     written = {"safetensors": str(run_dir / "encoder.safetensors")}
     for fmt in recipe.export.formats:
         if fmt != "safetensors":
-            written[fmt] = str(export_encoder(run_dir, fmt, run_dir / "export" / ("timm" if fmt == "timm" else "encoder")).path)
+            written[fmt] = str(export_encoder(run_dir, fmt, default_export_path(run_dir, fmt)).path)
     return written
 
 

@@ -167,10 +167,19 @@ def scan_folder(root: Path) -> tuple[list[str], list[int], list[str] | None]:
             raise DataError(f"image folder {str(root)!r}: {e}") from None
         files, labels = zip(*folder.samples)
         return list(files), list(labels), list(folder.classes)
-    files = sorted(str(p) for p in root.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    files = list_images(root)
+    return files, [-1] * len(files), None
+
+
+def list_images(root: Path, recursive: bool = False) -> list[str]:
+    """Image files (by extension) directly in ``root``, or anywhere under it; sorted. Raises if there are none."""
+    if not root.is_dir():
+        raise DataError(f"no such image folder {str(root)!r}")
+    found = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(str(p) for p in found if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
     if not files:
         raise DataError(f"image folder {str(root)!r} has no images ({', '.join(IMG_EXTENSIONS)})")
-    return files, [-1] * len(files), None
+    return files
 
 
 def readable_images(files: list[str], labels: list[int], where: str, policy: str) -> tuple[list[str], list[int], list[tuple[str, str]]]:

@@ -260,6 +260,11 @@ def meta_path_for(fmt: str, out: Path) -> Path:
     return out / "encoder.json" if FORMATS.get(fmt).suffix == "" else out.with_suffix(".json")
 
 
+def default_export_path(run_dir: str | Path, fmt: str) -> Path:
+    """Where an export of ``run_dir``'s encoder goes unless told: ``<run dir>/export/encoder`` (timm: ``.../timm/``)."""
+    return Path(run_dir) / "export" / ("timm" if FORMATS.get(fmt).suffix == "" else "encoder")
+
+
 def output_path(fmt: str, out: str | Path) -> Path:
     f = FORMATS.get(fmt)
     out = Path(out)
