@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import os
 import platform
 import re
@@ -29,7 +31,7 @@ def machine() -> str:
 
 def git_rev() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -47,3 +49,24 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def command_line(script: str, parser: "argparse.ArgumentParser", args: "argparse.Namespace", skip: tuple[str, ...] = ("no_render",)) -> str:
+    """The command that reproduces a run: ``python benchmarks/<script>`` plus every option not left at its default."""
+    opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip and v != parser.get_default(k))
+    return f"python benchmarks/{script}{opts}"
+
+
+def print_section(key: str) -> None:
+    """Print the RESULTS.md block written under ``key``."""
+    print(RESULTS.read_text().split(f"<!-- {key}:start -->")[1].split(f"<!-- {key}:end -->")[0])
+
+
+def method_names(arg: str) -> list[str]:
+    """Comma-separated method names, each checked against the registry (unknown names fail loudly)."""
+    from ssl_transfer.methods import METHODS
+
+    names = [m for m in arg.split(",") if m]
+    for m in names:
+        METHODS.get(m)
+    return names

@@ -21,11 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import git_rev, machine, markdown_table, write_section  # noqa: E402
+from benchmarks.common import git_rev, machine, markdown_table, method_names, write_section  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
-from ssl_transfer.methods import METHODS  # noqa: E402
 from ssl_transfer.recipe import load_recipe  # noqa: E402
 from ssl_transfer.train import evaluate_run, headline, pretrain  # noqa: E402
 
@@ -112,9 +111,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="rewrite the RESULTS.md section from the stored results")
     ap.add_argument("--note", help="a remark on this run to print under the table (stored with the results)")
     args = ap.parse_args()
-    methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        METHODS.get(m)
+    methods = method_names(args.methods)
     store = json.loads(STORE.read_text()) if STORE.exists() else {"methods": {}}
     if args.note is not None:
         store["note"] = args.note

@@ -41,7 +41,9 @@ class DataConfig(StrictModel):
     channels: Literal[1, 3] | None = Field(None, description="convert to 1 (grayscale) or 3 (RGB) channels; None keeps the native count")
     limit_train: Annotated[int, Field(gt=0)] | None = Field(None, description="use only the first N training images (quick runs)")
     batch_size: Annotated[int, Field(gt=0)] = 256
-    num_workers: Annotated[int, Field(ge=0)] = Field(0, description="DataLoader workers (image folders benefit; in-memory arrays do not)")
+    num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        "auto", description="DataLoader workers; auto = 0 for in-memory arrays (batches are one index op), min(8, CPUs) for image folders"
+    )
     bad_images: Literal["skip", "error"] = Field("skip", description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file")
 
     @field_validator("source")
@@ -103,7 +105,12 @@ class TrainerConfig(StrictModel):
     num_nodes: Annotated[int, Field(gt=0)] = 1
     strategy: Literal["auto", "ddp"] = "auto"
     sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (as SimCLR, BYOL, Barlow Twins papers)")
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field("auto", description="auto = bf16-mixed on GPU, 32-true on CPU")
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto = bf16-mixed on GPU and on CPUs with native bf16 (AVX512-BF16/AMX), else 32-true; losses always run in float32"
+    )
+    channels_last: bool = Field(True, description="model and views in channels_last memory format (faster convolutions on GPUs and oneDNN CPUs)")
+    compile: bool = Field(False, description="torch.compile the encoder and heads (first steps slower while compiling; needs a C++ compiler on CPU)")
+    joint_views: bool = Field(False, description="one forward pass over all views concatenated (BatchNorm statistics shared across views) instead of one pass per view")
     gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
     log_every_n_steps: Annotated[int, Field(gt=0)] = 10
     progress_bar: bool = True

@@ -30,6 +30,7 @@ from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
+from ssl_transfer.training.performance import auto_precision, compile_children, to_channels_last, to_contiguous, uncompile
 from ssl_transfer.training.plots import plot_loss_curve
 
 log = logging.getLogger("ssl_transfer")
@@ -45,11 +46,12 @@ class RunResult:
 
 
 def resolve_device(cfg: TrainerConfig) -> tuple[str, str]:
-    """(accelerator, precision) with ``auto`` resolved: cuda + bf16-mixed when present, else cpu + 32-true."""
+    """(accelerator, precision) with ``auto`` resolved: cuda when present, else cpu; bf16-mixed on GPUs and on
+    CPUs with native bf16, else 32-true (:func:`~ssl_transfer.training.performance.auto_precision`)."""
     accelerator = cfg.accelerator if cfg.accelerator != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
     if accelerator == "gpu" and not torch.cuda.is_available():
         raise UserError("trainer.accelerator=gpu but no CUDA device is visible")
-    precision = cfg.precision if cfg.precision != "auto" else ("bf16-mixed" if accelerator == "gpu" else "32-true")
+    precision = cfg.precision if cfg.precision != "auto" else auto_precision(accelerator)
     return accelerator, precision
 
 
@@ -125,7 +127,7 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).addFilter(_NoAdverts())
 
 
-def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) -> pl.Trainer:
+def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
     """A Lightning Trainer for ``recipe``: device/precision, DDP, last.ckpt (each epoch end and, per the
     recipe, every N steps / M minutes), loggers, progress bar. The loader's own sampler splits batches over
     ranks (see :class:`~ssl_transfer.data.sampler.GlobalBatchSampler`), so Lightning does not replace it."""
@@ -154,7 +156,7 @@ def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None) 
         enable_model_summary=t.progress_bar,
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, *(callbacks or [])],
         enable_checkpointing=False,  # Lightning's own ModelCheckpoint: LastCheckpoint replaces it
         logger=_loggers(recipe, run_dir),
         plugins=[AtomicCheckpointIO()],
@@ -170,10 +172,12 @@ def pretrain(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    callbacks: list[pl.Callback] | None = None,
 ) -> RunResult:
     """Pretrain the recipe's encoder and write the run dir; returns its path and final training metrics.
 
     ``recipe`` is a Recipe, a YAML path, a bundled recipe name, a dict, or a run dir (its saved recipe).
+    ``callbacks``: extra Lightning callbacks for the Trainer (timers, custom logging).
     """
     recipe = _as_recipe(recipe, overrides)
     run_dir = _prepare_run_dir(recipe, resume, overwrite)
@@ -184,6 +188,11 @@ def pretrain(
     data = build_data(recipe.data)
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
+    method.joint_views = recipe.trainer.joint_views
+    if recipe.trainer.channels_last:
+        to_channels_last(method)
+    if recipe.trainer.compile:
+        compile_children(method)
     train_set = data.train
     if recipe.augment.backend == "pil":
         if not isinstance(train_set, FileDataset):
@@ -202,13 +211,14 @@ def pretrain(
         method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images,
         sampler=loader.batch_sampler, seed=recipe.seed, check_finite=recipe.trainer.stop_on_nonfinite,
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
+        channels_last=recipe.trainer.channels_last,
     )
 
     ckpt_path = last_checkpoint(run_dir)
     if resume and launch_rank_zero():
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
         truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
-    trainer = build_trainer(recipe, run_dir)
+    trainer = build_trainer(recipe, run_dir, callbacks=callbacks)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -222,6 +232,7 @@ def pretrain(
         _finish_wandb(recipe)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    to_contiguous(uncompile(method))
     if trainer.is_global_zero:
         exported, head = exportable(backbone, method.export_head())
         meta = encoder_meta(

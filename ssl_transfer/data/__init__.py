@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ from ssl_transfer.data.sources import SOURCES, DataError
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig
 
-__all__ = ["DataBundle", "build_data", "make_loader", "make_train_loader", "SOURCES", "DataError"]
+__all__ = ["DataBundle", "build_data", "make_loader", "make_train_loader", "resolve_workers", "SOURCES", "DataError"]
 
 
 @dataclass
@@ -106,8 +107,22 @@ def build_data(cfg: "DataConfig") -> DataBundle:
     return DataBundle(train, test, int(channels), (int(size[0]), int(size[1])), mean, std, num_classes, raw.classes, cfg.source, raw.skipped)
 
 
-def make_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: bool, drop_last: bool, num_workers: int = 0) -> DataLoader:
-    """A DataLoader of (uint8 images (B, C, H, W), int64 labels (B,)); in-memory arrays are gathered per batch."""
+def resolve_workers(ds: ArrayDataset | FileDataset, num_workers: int | str) -> int:
+    """``"auto"``: no workers for in-memory arrays (a batch is one index op), min(8, usable CPUs) for files."""
+    if num_workers != "auto":
+        return int(num_workers)
+    if not isinstance(ds, FileDataset):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(8, cpus)
+
+
+def make_loader(
+    ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: bool, drop_last: bool, num_workers: int | str = "auto"
+) -> DataLoader:
+    """A DataLoader of (uint8 images (B, C, H, W), int64 labels (B,)); in-memory arrays are gathered per batch,
+    files are decoded in ``num_workers`` processes into pinned memory (when CUDA is there)."""
+    num_workers = resolve_workers(ds, num_workers)
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -120,9 +135,10 @@ def make_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: boo
     )
 
 
-def make_train_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int = 0) -> DataLoader:
+def make_train_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int | str = "auto") -> DataLoader:
     """The pretraining loader: ``batch_size`` images per rank per step from a seeded, resumable
     :class:`GlobalBatchSampler` (shuffled each epoch, last partial batch dropped)."""
+    num_workers = resolve_workers(ds, num_workers)
     return DataLoader(
         ds,
         batch_sampler=GlobalBatchSampler(len(ds), batch_size, shuffle=True, drop_last=True, seed=seed),

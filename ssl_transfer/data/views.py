@@ -131,7 +131,9 @@ def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
     rgb = channels == 3
     ops: list[nn.Module] = []
     if tuple(cfg.crop_scale) != (1.0, 1.0):
-        ops.append(K.RandomResizedCrop(image_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio))
+        # one batched warp for all crops ("resample"); kornia's default "slice" crops and resizes image by image
+        # (2-3x slower on CPU for 28-32 px batches; crops are upsampled, so neither needs antialiasing)
+        ops.append(K.RandomResizedCrop(image_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, cropping_mode="resample"))
     if cfg.hflip > 0:
         ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
     if cfg.rotate_degrees > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):

@@ -29,7 +29,7 @@ def extract_features(
     std: Sequence[float] | None = None,
     batch_size: int = 512,
     device: str | torch.device | None = None,
-    num_workers: int = 0,
+    num_workers: int | str = "auto",
     preprocess: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Features (N, D) float32 on CPU and labels (N,) int64 of every image in ``dataset``.

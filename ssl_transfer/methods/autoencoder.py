@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import MethodConfig, PretextMethod
+from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -91,7 +91,7 @@ class Autoencoder(PretextMethod):
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         (x,) = views
         recon = self.forward_decoder(self.forward_encoder(self.corrupt(x)))
-        loss = self.forward_loss(x, recon)
+        loss = in_fp32(self.forward_loss, x, recon)
         return {"loss": loss, "recon_loss": loss.detach()}
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ The trainer hands a method ``num_views`` augmented, normalised views of a batch 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Callable, ClassVar, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Sequence
 
 import torch
 from lightly.models.utils import deactivate_requires_grad
@@ -55,6 +55,18 @@ class PretextMethod(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std or [1.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
         self.step = 0
         self.total_steps = 1
+        self.joint_views = False  # set by the trainer (trainer.joint_views); see forward_views
+
+    def forward_views(self, fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
+        """``fn`` on each view: V tensors (B, C, H, W) -> V tensors (B, ...).
+
+        One pass per view by default (BatchNorm statistics per view, as in lightly's and solo-learn's loops;
+        faster on CPUs, where a doubled batch's activations fall out of cache). With ``joint_views`` all views
+        go through one pass over their concatenation (statistics shared, as in the SimCLR authors' code).
+        """
+        if self.joint_views:
+            return list(fn(torch.cat(list(views))).chunk(len(views)))
+        return [fn(v) for v in views]
 
     def set_progress(self, step: int, total_steps: int) -> None:
         """Called by the trainer before every step, for schedules (momentum, KL warm-up)."""
@@ -81,12 +93,13 @@ class PretextMethod(nn.Module):
         return None
 
 
-def forward_views(fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
-    """Run ``fn`` once on all views concatenated (one pass, shared BatchNorm statistics); split the result.
-
-    ``views``: V tensors (B, C, H, W) -> V tensors (B, ...).
-    """
-    return list(fn(torch.cat(list(views))).chunk(len(views)))
+def in_fp32(loss_fn: Callable[..., Tensor], *args: Any) -> Tensor:
+    """``loss_fn(*args)`` in float32 with autocast off, tensors cast to float32: under bf16 autocast, similarity
+    logits divided by a temperature, covariance sums and exp(logvar) lose too much precision. Tensors are the
+    heads' outputs, e.g. (B, D), in bf16 or fp32; other arguments pass through."""
+    device_type = next(a for a in args if isinstance(a, Tensor)).device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        return loss_fn(*(a.float() if isinstance(a, Tensor) else a for a in args))
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

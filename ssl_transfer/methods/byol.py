@@ -16,7 +16,7 @@ from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views, momentum_copy
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -44,10 +44,10 @@ class BYOL(PretextMethod):
         self.criterion = NegativeCosineSimilarity()
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
-        p0, p1 = forward_views(lambda x: self.prediction_head(self.projection_head(self.encoder(x))), views)
+        p0, p1 = self.forward_views(lambda x: self.prediction_head(self.projection_head(self.encoder(x))), views)
         with torch.no_grad():
-            z0, z1 = forward_views(lambda x: self.projection_head_momentum(self.encoder_momentum(x)), views)
-        return {"loss": 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))}
+            z0, z1 = self.forward_views(lambda x: self.projection_head_momentum(self.encoder_momentum(x)), views)
+        return {"loss": 0.5 * (in_fp32(self.criterion, p0, z1) + in_fp32(self.criterion, p1, z0))}
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

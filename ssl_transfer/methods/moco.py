@@ -18,7 +18,7 @@ from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, momentum_copy
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -62,9 +62,9 @@ class MoCo(PretextMethod):
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         x0, x1 = views
-        loss = self.criterion(self.query(x0), self.key(x1))
+        loss = in_fp32(self.criterion, self.query(x0), self.key(x1))
         if self.cfg.symmetric:
-            loss = 0.5 * (loss + self.criterion(self.query(x1), self.key(x0)))
+            loss = 0.5 * (loss + in_fp32(self.criterion, self.query(x1), self.key(x0)))
         return {"loss": loss}
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ from lightly.utils import dist
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -81,7 +81,7 @@ class _SiameseBase(PretextMethod):
 
     def embed_pair(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Two views (B, C, H, W) -> unit embeddings (B, proj_out_dim) each, through the shared network."""
-        z0, z1 = forward_views(lambda x: F.normalize(self.projection_head(self.encoder(x)), dim=1), views)
+        z0, z1 = self.forward_views(lambda x: F.normalize(self.projection_head(self.encoder(x)), dim=1), views)
         return z0, z1
 
 
@@ -94,7 +94,7 @@ class Siamese(_SiameseBase):
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         z0, z1 = self.embed_pair(views)
-        return {"loss": margin_contrastive_loss(z0, z1, self.cfg.margin)}
+        return {"loss": in_fp32(margin_contrastive_loss, z0, z1, self.cfg.margin)}
 
 
 @METHODS.register("triplet")
@@ -106,5 +106,6 @@ class Triplet(_SiameseBase):
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         z0, z1 = self.embed_pair(views)
-        loss = 0.5 * (triplet_loss(z0, z1, self.cfg.margin, self.cfg.mining) + triplet_loss(z1, z0, self.cfg.margin, self.cfg.mining))
+        m, mining = self.cfg.margin, self.cfg.mining
+        loss = 0.5 * (in_fp32(triplet_loss, z0, z1, m, mining) + in_fp32(triplet_loss, z1, z0, m, mining))
         return {"loss": loss}

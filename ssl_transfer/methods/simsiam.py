@@ -12,7 +12,7 @@ from lightly.models.modules.heads import SimSiamPredictionHead, SimSiamProjectio
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -37,9 +37,9 @@ class SimSiam(PretextMethod):
         self.criterion = NegativeCosineSimilarity()
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
-        z0, z1 = forward_views(lambda x: self.projection_head(self.encoder(x)), views)
+        z0, z1 = self.forward_views(lambda x: self.projection_head(self.encoder(x)), views)
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
-        loss = 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+        loss = 0.5 * (in_fp32(self.criterion, p0, z1.detach()) + in_fp32(self.criterion, p1, z0.detach()))
         # The std of the normalised projections: near 0 means collapse, near 1/sqrt(dim) is healthy.
         z_std = nn.functional.normalize(z0.detach(), dim=1).std(dim=0).mean()
         return {"loss": loss, "z_std": z_std}

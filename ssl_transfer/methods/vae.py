@@ -18,7 +18,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.autoencoder import ConvDecoder
-from ssl_transfer.methods.base import MethodConfig, PretextMethod
+from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -91,9 +91,9 @@ class VAE(PretextMethod):
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         (x,) = views
         mu, logvar = self.encode(x)
-        out = self.decoder(reparameterize(mu, logvar))
-        recon = self.recon_nll(x, out).mean()
-        kl_dims = kl_to_standard_normal(mu, logvar).mean(0)  # (L,), batch mean per dimension
+        out = self.decoder(in_fp32(reparameterize, mu, logvar))
+        recon = in_fp32(self.recon_nll, x, out).mean()
+        kl_dims = in_fp32(kl_to_standard_normal, mu, logvar).mean(0)  # (L,), batch mean per dimension
         kl = kl_dims.sum()
         kl_pen = kl_dims.clamp_min(self.cfg.free_bits).sum() if self.cfg.free_bits > 0 else kl
         w = self.kl_weight()

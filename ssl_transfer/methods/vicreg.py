@@ -13,7 +13,7 @@ from lightly.models.modules.heads import VICRegProjectionHead
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, forward_views
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -40,5 +40,5 @@ class VICReg(PretextMethod):
         self.criterion = VICRegLoss(cfg.lambda_param, cfg.mu_param, cfg.nu_param, gather_distributed=True)
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
-        z0, z1 = forward_views(lambda x: self.projection_head(self.encoder(x)), views)
-        return {"loss": self.criterion(z0, z1)}
+        z0, z1 = self.forward_views(lambda x: self.projection_head(self.encoder(x)), views)
+        return {"loss": in_fp32(self.criterion, z0, z1)}

@@ -6,6 +6,7 @@ needs: where the sampler stood in the epoch and the RNG states (restored just be
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -46,9 +47,12 @@ class PretrainModule(pl.LightningModule):
         seed: int = 0,
         check_finite: bool = True,
         check_grads: bool = True,
+        channels_last: bool = False,
     ) -> None:
         """``sampler``: the training loader's batch sampler (its position is checkpointed). ``check_finite``:
-        stop on a non-finite loss, and (``check_grads``) gradients, before the optimizer step applies them."""
+        stop on a non-finite loss, and (``check_grads``) gradients, before the optimizer step applies them.
+        ``channels_last``: views are handed to the method in channels_last memory format (the trainer converts
+        the model)."""
         super().__init__()
         self.method = method
         self.augments = torch.nn.ModuleList(augments)
@@ -62,6 +66,8 @@ class PretrainModule(pl.LightningModule):
         self._batches_done = 0  # in the current epoch, for the sampler's checkpointed position
         self._pending_rng: dict | None = None
         self._last_loss: Tensor | None = None
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._epoch_start, self._epoch_images = 0.0, 0
 
     def normalize(self, x01: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> normalised."""
@@ -80,7 +86,8 @@ class PretrainModule(pl.LightningModule):
             else:
                 x = images.float().div_(255.0)
                 xs = [x] * n
-            return [self.normalize(self.augments[i % len(self.augments)](xi)) for i, xi in enumerate(xs)]
+            views = [self.normalize(self.augments[i % len(self.augments)](xi)) for i, xi in enumerate(xs)]
+            return [v.contiguous(memory_format=self.memory_format) for v in views]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch
@@ -90,6 +97,7 @@ class PretrainModule(pl.LightningModule):
         self._last_loss = loss.detach()
         self._batches_done = batch_idx + 1
         bs = len(images)
+        self._epoch_images += bs
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in out.items():
             if k != "loss":
@@ -122,6 +130,7 @@ class PretrainModule(pl.LightningModule):
             torch.manual_seed(self.seed * 1_000_003 + rank * 7919 + self.global_step)
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_start, self._epoch_images = time.perf_counter(), 0
         if self.sampler is not None:  # a new order each epoch (Lightning only sets epochs on plain samplers)
             self.sampler.set_epoch(self.current_epoch)
         if self._pending_rng is None:
@@ -149,6 +158,7 @@ class PretrainModule(pl.LightningModule):
         self._pending_rng = state["rng"]
 
     def on_train_epoch_end(self) -> None:
+        self._log_epoch_speed()
         if self.plot_dir is None or len(self.plot_images) == 0 or not self.trainer.is_global_zero:
             return
         was_training = self.method.training
@@ -162,6 +172,16 @@ class PretrainModule(pl.LightningModule):
         for name, imgs in grids.items():
             save_grid(imgs, self.mean.flatten().tolist(), self.std.flatten().tolist(),
                       self.plot_dir / f"{name}_epoch{self.current_epoch + 1:03d}.png", nrow=len(self.plot_images))
+
+    def _log_epoch_speed(self) -> None:
+        """``train/epoch_time_s`` (loader start to last step, waiting for the GPU) and ``train/images_per_s``
+        (images through all ranks per second of it)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self._epoch_start
+        images = self._epoch_images * self.trainer.world_size
+        self.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, rank_zero_only=True)
+        self.log("train/images_per_s", images / seconds, on_step=False, on_epoch=True, rank_zero_only=True)
 
     def configure_optimizers(self):
         opt = build_optimizer(self.method, self.optim_cfg)

@@ -25,6 +25,7 @@ COMMON = {
     "trainer.max_epochs": 1, "trainer.log_every_n_steps": 1, "trainer.progress_bar": "false", "logging.wandb": "disabled",
     "logging.plots": "false",
     "optim.lr": 1e-3,
+    "trainer.precision": "32-true",  # float32 on every CPU: bf16 rounding depends on how the batch is split
 }
 
 

@@ -1,0 +1,156 @@
+"""Every pretext method at a fixed epoch budget on MNIST and on the CIFAR-10 subset: kNN and linear-probe
+accuracy, with time per epoch.
+
+    python benchmarks/quality.py                                  # both datasets, all methods
+    python benchmarks/quality.py --datasets cifar --methods simclr,byol
+
+Each method runs its bundled recipe (``recipes/<method>_mnist.yaml``, ``recipes/<method>_cifar10.yaml`` pointed
+at ``../shared/datasets/cifar10_subset.npz``) with only the budget changed (``--epochs-*``, warm-up 1 epoch on
+MNIST and 2 on CIFAR; CIFAR uses ``cnn_small`` instead of the recipe's ``cnn_base``), default trainer settings
+(precision auto, channels_last), then the shared evaluator on the dataset's test split: FAISS kNN (cosine,
+k=20, T=0.07) and a linear probe on frozen, standardised features (lr/weight-decay sweep on a 20% validation
+split, 100 epochs). A randomly initialised encoder of the same architecture is the reference row.
+Seconds per epoch is the median of the run's epochs (``train/epoch_time_s``; the first includes warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, write_section  # noqa: E402
+from ssl_transfer.backbones import build_backbone  # noqa: E402
+from ssl_transfer.data import build_data  # noqa: E402
+from ssl_transfer.evaluation.protocol import evaluate  # noqa: E402
+from ssl_transfer.recipe import load_recipe  # noqa: E402
+from ssl_transfer.train import headline, pretrain, resolve_device  # noqa: E402
+from ssl_transfer.training.metrics_log import read_metrics  # noqa: E402
+
+ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
+STORE = Path(__file__).parent / "results" / "quality.json"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    recipe_suffix: str
+    overrides: tuple[str, ...]
+
+
+DATASETS = {
+    "mnist": Dataset("mnist", "mnist", ("optim.warmup_epochs=1",)),
+    "cifar": Dataset("cifar", "cifar10", ("data.source=npz", "data.path=../shared/datasets/cifar10_subset.npz", "backbone.name=cnn_small",
+                                         "optim.warmup_epochs=2")),
+}
+
+
+def scores(result: dict) -> dict:
+    knn, lin = headline(result, "knn"), headline(result, "linear")
+    return {"knn_top1": knn["top1"], "linear_top1": lin["top1"]}
+
+
+def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) -> dict:
+    overrides = [*ds.overrides, f"trainer.max_epochs={epochs}", f"output_dir={out_dir}", f"name={ds.name}-{method}", f"seed={seed}",
+                 "logging.wandb=disabled", "logging.plots=false", "trainer.progress_bar=false"]
+    recipe = load_recipe(f"{method}_{ds.recipe_suffix}", overrides)
+    t0 = time.perf_counter()
+    res = pretrain(recipe, overwrite=True)
+    seconds = time.perf_counter() - t0
+    epoch_times = [r["train/epoch_time_s"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/epoch_time_s" in r]
+    ips = [r["train/images_per_s"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/images_per_s" in r]
+    result = evaluate(res.run_dir, recipe.data, protocols=["knn", "linear"], seeds=[seed])
+    return {
+        "method": method, "backbone": recipe.backbone.name, "augment": recipe.augment.preset, "epochs": epochs,
+        "batch_size": recipe.data.batch_size, "train_images": len(res.data.train), "test_images": len(res.data.test),
+        "precision": resolve_device(recipe.trainer)[1], "pretrain_seconds": round(seconds, 1),
+        "epoch_seconds": round(statistics.median(epoch_times), 2), "images_per_s": round(statistics.median(ips), 1),
+        **scores(result),
+    }
+
+
+def random_init(ds: Dataset, seed: int) -> dict:
+    recipe = load_recipe(f"simclr_{ds.recipe_suffix}", list(ds.overrides))
+    torch.manual_seed(seed)
+    enc = build_backbone(recipe.backbone.name, build_data(recipe.data).input_shape)
+    return {"method": f"random-init {recipe.backbone.name} (reference)", "backbone": recipe.backbone.name,
+            **scores(evaluate(enc, recipe.data, protocols=["knn", "linear"], seeds=[seed]))}
+
+
+def render(store: dict, command: str) -> None:
+    parts = []
+    for name, d in store["datasets"].items():
+        rows = []
+        for m in [*ORDER, "reference"]:
+            r = d["methods"].get(m) if m != "reference" else d.get("reference")
+            if r is None:
+                continue
+            if m == "reference":
+                rows.append([r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"])
+            else:
+                rows.append([m, r["augment"], str(r["epochs"]), f"{r['epoch_seconds']:.1f}", f"{r['images_per_s']:.0f}",
+                             f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"])
+        first = next(iter(d["methods"].values()))
+        table = markdown_table(["method", "augment", "epochs", "s/epoch", "img/s", "kNN top-1 %", "linear top-1 %"], rows)
+        parts.append(f"""### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test images, batch {first['batch_size']}, precision {first['precision']}
+
+{table}
+""")
+    body = f"""## Every method at a fixed epoch budget: kNN and linear probe, time per epoch (issue 6)
+
+On {store['machine']} (git {store['git']}), seed {store['seed']}. Bundled recipes with only the budget changed
+(see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset `recipes/<method>_cifar10.yaml`
+on `../shared/datasets/cifar10_subset.npz` with `cnn_small`); default trainer settings. kNN: FAISS, cosine, k=20,
+T=0.07. Linear: frozen standardised features, lr/wd sweep on a 20% validation split, 100 epochs. s/epoch and
+img/s: median over the run's epochs. Single-view methods (ae, dae, vae) push half as many images through the
+encoder per step as the two-view ones.
+
+Command: `{command}`
+
+{chr(10).join(parts)}
+"""
+    write_section("quality", body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="mnist,cifar")
+    ap.add_argument("--methods", default=",".join(ORDER))
+    ap.add_argument("--epochs-mnist", type=int, default=2)
+    ap.add_argument("--epochs-cifar", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-render", action="store_true")
+    args = ap.parse_args()
+    methods = method_names(args.methods)
+    store = json.loads(STORE.read_text()) if STORE.exists() else {"datasets": {}}
+    store.update(machine=machine(), git=git_rev(), seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.datasets.split(","):
+            ds = DATASETS[name]
+            d = store["datasets"].setdefault(name, {"methods": {}})
+            epochs = args.epochs_mnist if name == "mnist" else args.epochs_cifar
+            for m in methods:
+                r = run_method(ds, m, epochs, Path(tmp), args.seed)
+                d["methods"][m] = r
+                print(f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
+                      f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s", flush=True)
+                STORE.parent.mkdir(parents=True, exist_ok=True)
+                STORE.write_text(json.dumps(store, indent=2))
+            d["reference"] = random_init(ds, args.seed)
+            STORE.write_text(json.dumps(store, indent=2))
+    if not args.no_render:
+        render(store, command_line("quality.py", ap, args))
+        print_section("quality")
+
+
+if __name__ == "__main__":
+    main()
