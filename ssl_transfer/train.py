@@ -26,11 +26,12 @@ from ssl_transfer.data.views import build_noise_only, build_pil_views, build_vie
 from ssl_transfer.errors import NonFiniteError, UserError
 from ssl_transfer.export import default_export_path, encoder_meta, export_encoder, exportable, save_encoder
 from ssl_transfer.methods import build_method
+from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
-from ssl_transfer.training.performance import auto_precision, compile_children, to_channels_last, to_contiguous, uncompile
+from ssl_transfer.training.performance import auto_precision, compile_children, cpu_bf16_hazards, to_channels_last, to_contiguous, uncompile
 from ssl_transfer.training.plots import plot_loss_curve
 
 log = logging.getLogger("ssl_transfer")
@@ -53,6 +54,23 @@ def resolve_device(cfg: TrainerConfig) -> tuple[str, str]:
         raise UserError("trainer.accelerator=gpu but no CUDA device is visible")
     precision = cfg.precision if cfg.precision != "auto" else auto_precision(accelerator)
     return accelerator, precision
+
+
+def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tuple[int, int, int]) -> str:
+    """The run's precision: :func:`resolve_device`'s, except that bf16 on a CPU is refused where oneDNN's bf16
+    weight gradients are wrong for one of ``method``'s convolutions (:func:`cpu_bf16_hazards`): ``auto`` falls
+    back to 32-true with a warning, an explicit ``bf16-mixed`` is a UserError."""
+    accelerator, precision = resolve_device(cfg)
+    if accelerator != "cpu" or precision != "bf16-mixed":
+        return precision
+    hazards = cpu_bf16_hazards(method, lambda m: m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)]))
+    if not hazards:
+        return precision
+    why = f"oneDNN's bf16 weight gradients are wrong for {hazards[0]}" + (f" and {len(hazards) - 1} more" if len(hazards) > 1 else "")
+    if cfg.precision == "auto":
+        log.warning("trainer.precision=auto: float32 instead of bf16 on this CPU: %s; a larger data.image_size avoids it", why)
+        return "32-true"
+    raise UserError(f"trainer.precision=bf16-mixed on CPU: {why}; use trainer.precision=32-true or a larger data.image_size")
 
 
 def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> Recipe:
@@ -127,12 +145,20 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).addFilter(_NoAdverts())
 
 
-def build_trainer(recipe: Recipe, run_dir: Path, max_epochs: int | None = None, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+def build_trainer(
+    recipe: Recipe,
+    run_dir: Path,
+    max_epochs: int | None = None,
+    callbacks: list[pl.Callback] | None = None,
+    precision: str | None = None,
+) -> pl.Trainer:
     """A Lightning Trainer for ``recipe``: device/precision, DDP, last.ckpt (each epoch end and, per the
     recipe, every N steps / M minutes), loggers, progress bar. The loader's own sampler splits batches over
-    ranks (see :class:`~ssl_transfer.data.sampler.GlobalBatchSampler`), so Lightning does not replace it."""
+    ranks (see :class:`~ssl_transfer.data.sampler.GlobalBatchSampler`), so Lightning does not replace it.
+    ``precision`` overrides the recipe's (resolved) one."""
     t = recipe.trainer
-    accelerator, precision = resolve_device(t)
+    accelerator, resolved = resolve_device(t)
+    precision = precision or resolved
     strategy: Any = "auto"
     if t.sync_batchnorm and accelerator == "cpu" and t.strategy == "ddp":
         raise UserError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only; on CPU use a backbone and heads without BatchNorm, or set it to false")
@@ -189,6 +215,7 @@ def pretrain(
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
     method.joint_views = recipe.trainer.joint_views
+    precision = _safe_precision(recipe.trainer, method, data.input_shape)
     if recipe.trainer.channels_last:
         to_channels_last(method)
     if recipe.trainer.compile:
@@ -206,7 +233,6 @@ def pretrain(
         n_plot = min(8, len(data.train))
         plot_images = data.train.images[:n_plot] if isinstance(data.train, ArrayDataset) else torch.stack([data.train[i][0] for i in range(n_plot)])
     loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
-    _, precision = resolve_device(recipe.trainer)
     module = PretrainModule(
         method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images,
         sampler=loader.batch_sampler, seed=recipe.seed, check_finite=recipe.trainer.stop_on_nonfinite,
@@ -218,7 +244,7 @@ def pretrain(
     if resume and launch_rank_zero():
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
         truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
-    trainer = build_trainer(recipe, run_dir, callbacks=callbacks)
+    trainer = build_trainer(recipe, run_dir, callbacks=callbacks, precision=precision)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")

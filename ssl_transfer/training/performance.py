@@ -6,11 +6,13 @@ Each is a recipe switch in ``trainer``; none changes what is learnt beyond float
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 @lru_cache(maxsize=1)
@@ -29,6 +31,39 @@ def auto_precision(accelerator: str) -> str:
     if accelerator == "gpu" or (accelerator == "cpu" and cpu_has_native_bf16()):
         return "bf16-mixed"
     return "32-true"
+
+
+def cpu_bf16_hazards(model: nn.Module, run: Callable[[nn.Module], Any]) -> list[str]:
+    """Trainable convolutions of ``model`` whose weight gradient oneDNN gets wrong under CPU bf16 autocast.
+
+    On torch 2.14's oneDNN the bf16 weight gradient of a padded convolution whose input is narrower than its
+    stride (transposed: whose output is) is read from uninitialised memory: values up to 1e38 or inf, or
+    finite and wrong, differing from run to run. The rule was mapped over kernel 1-7, stride 1-5, every
+    padding and widths 1-11 (only the width was seen to fail; both spatial sizes are checked); a timm ResNet
+    at 16 px meets it in layer 4 (1-pixel input, stride 2). ``run(m)`` drives one forward pass of a copy of
+    ``model`` (e.g. a training step on a zero batch) while hooks record each convolution's shapes; the copy
+    runs in eval mode without gradients on a forked RNG, so ``model`` and the random streams stay untouched.
+    Returns ``'name (input 1 px, stride 2, padding 1)'`` entries; empty when bf16 is safe.
+    """
+    probe = copy.deepcopy(model).eval()
+    found: dict[str, str] = {}
+
+    def check(name: str):
+        def hook(m: nn.modules.conv._ConvNd, args: tuple[Tensor, ...], out: Tensor) -> None:
+            if not m.weight.requires_grad or isinstance(m.padding, str):
+                return
+            wide = out.shape[2:] if m.transposed else args[0].shape[2:]
+            for size, stride, pad in zip(wide, m.stride, m.padding):
+                if pad > 0 and size < stride:
+                    found[name] = f"{name} ({'output' if m.transposed else 'input'} {size} px, stride {stride}, padding {pad})"
+        return hook
+
+    for name, m in probe.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            m.register_forward_hook(check(name))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        run(probe)
+    return list(found.values())
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:

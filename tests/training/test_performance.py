@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from lightly.loss import NTXentLoss
 from torch import nn
@@ -13,6 +14,7 @@ from torch import nn
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import resolve_workers
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.errors import UserError
 from ssl_transfer.export import export_encoder, load_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import in_fp32
@@ -53,6 +55,67 @@ def test_auto_precision_follows_the_device(monkeypatch):
     assert performance.auto_precision("cpu") == "32-true"
     assert resolve_device(load_recipe({"trainer": {"accelerator": "cpu"}}).trainer) == ("cpu", "32-true")
     assert resolve_device(load_recipe({"trainer": {"accelerator": "cpu", "precision": "bf16-mixed"}}).trainer) == ("cpu", "bf16-mixed")
+
+
+def _bf16_weight_grad_is_right(conv: nn.Module, x: torch.Tensor, reps: int = 3) -> bool:
+    for _ in range(reps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        g = torch.randn(y.shape)
+        y.float().backward(g)
+        got, conv.weight.grad = conv.weight.grad, None
+        conv(x).backward(g)
+        want, conv.weight.grad = conv.weight.grad, None
+        if not (torch.isfinite(got).all() and (got - want).abs().max() <= 0.05 * want.abs().max() + 1e-3):
+            return False
+    return True
+
+
+def test_cpu_bf16_hazards_flag_every_convolution_whose_bf16_weight_gradient_is_wrong():
+    """Every convolution the check passes computes its bf16 weight gradient right (oneDNN's bug is caught),
+    and the check flags the known cases (input narrower than the stride, with padding) in plain and
+    transposed convolutions."""
+    torch.manual_seed(0)
+    passed = 0
+    for k, s, p, w, transposed in [(k, s, p, w, t) for k in (2, 3, 5) for s in (1, 2, 3) for p in range(k // 2 + 1) for w in (1, 2, 3, 5) for t in (False, True)]:
+        if not transposed and w + 2 * p < k or transposed and (w - 1) * s - 2 * p + k < 1:
+            continue
+        conv = (nn.ConvTranspose2d if transposed else nn.Conv2d)(16, 16, k, s, p, bias=False)
+        x = torch.randn(8, 16, 6, w)
+        hazards = performance.cpu_bf16_hazards(conv, lambda m: m(x))
+        wide = conv(x).shape[-1] if transposed else w
+        assert bool(hazards) == (p > 0 and wide < s), (k, s, p, w, transposed, hazards)
+        if not hazards:
+            assert _bf16_weight_grad_is_right(conv, x), (k, s, p, w, transposed)
+            passed += 1
+    assert passed > 100
+    frozen = nn.Conv2d(4, 4, 3, 2, 1).requires_grad_(False)  # no weight gradient, nothing to get wrong
+    assert performance.cpu_bf16_hazards(frozen, lambda m: m(torch.randn(2, 4, 1, 1))) == []
+    named = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1))
+    assert performance.cpu_bf16_hazards(named, lambda m: m(torch.randn(2, 3, 2, 2))) == ["1 (input 1 px, stride 2, padding 1)"]
+
+
+def test_auto_precision_falls_back_to_float32_where_cpu_bf16_is_wrong(monkeypatch, tmp_path: Path, quiet, tiny_npz: Path, caplog):
+    """A timm ResNet at 16 px (1-pixel input to layer 4's strided conv) trains in float32 under ``auto`` and is
+    refused under an explicit bf16-mixed; a small CNN keeps bf16. The random streams are not disturbed."""
+    monkeypatch.setattr(performance, "cpu_has_native_bf16", lambda: True)
+    seen: list[str] = []
+
+    class Precision(pl.Callback):
+        def on_train_start(self, trainer, module):
+            seen.append(str(trainer.precision))
+
+    data = {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3}
+    resnet = {"name": "r", "data": data, "backbone": {"name": "resnet18"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1}}
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        pretrain(resnet, [*quiet, f"output_dir={tmp_path}"], callbacks=[Precision()])
+    assert seen == ["32-true"] and "float32 instead of bf16" in caplog.text and "layer4.0.conv1" in caplog.text
+    with pytest.raises(UserError, match=r"trainer.precision=bf16-mixed on CPU: oneDNN's bf16 weight gradients are wrong for encoder.model.layer4.0.conv1"):
+        pretrain(resnet, [*quiet, f"output_dir={tmp_path}", "name=r2", "trainer.precision=bf16-mixed"])
+    a = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small", "trainer.max_epochs=1"], callbacks=[Precision()]).run_dir
+    assert seen[-1] == "bf16-mixed"
+    b = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small2", "trainer.max_epochs=1", "trainer.precision=bf16-mixed"]).run_dir
+    assert _losses(a) == _losses(b)  # the probe's forward pass used no random numbers of the run
 
 
 def test_loss_in_fp32_under_bf16_autocast_matches_float32():
