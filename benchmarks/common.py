@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
+import json
 import os
 import platform
 import re
@@ -34,6 +34,12 @@ def git_rev() -> str:
         return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def save_json(path: Path, obj: object) -> None:
+    """Write a results store (indented JSON), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
 
 
 def write_section(key: str, body: str) -> None:

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import git_rev, machine, markdown_table, method_names, write_section  # noqa: E402
+from benchmarks.common import git_rev, machine, markdown_table, method_names, save_json, write_section  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
@@ -116,7 +116,7 @@ def main() -> None:
     if args.note is not None:
         store["note"] = args.note
     if args.render_only:
-        STORE.write_text(json.dumps(store, indent=2))
+        save_json(STORE, store)
         render(store, store.get("command", "python benchmarks/mnist_knn.py"))
         return
     store["machine"], store["git"] = machine(), git_rev()
@@ -126,12 +126,11 @@ def main() -> None:
         r = run_method(m, args.override, Path(args.out))
         store["methods"][m] = r
         print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)
-        STORE.parent.mkdir(parents=True, exist_ok=True)
-        STORE.write_text(json.dumps(store, indent=2))
+        save_json(STORE, store)
     if not args.no_render:
         cmd = "python benchmarks/mnist_knn.py" + (f" --methods {args.methods}" if args.methods != ",".join(ORDER) else "")
         store["command"] = cmd
-        STORE.write_text(json.dumps(store, indent=2))
+        save_json(STORE, store)
         render(store, cmd)
         print(Path("benchmarks/RESULTS.md").read_text())
 

@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, write_section  # noqa: E402
+from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, save_json, write_section  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation.protocol import evaluate  # noqa: E402
 from ssl_transfer.recipe import load_recipe  # noqa: E402
-from ssl_transfer.train import headline, pretrain, resolve_device  # noqa: E402
+from ssl_transfer.train import headline, pretrain  # noqa: E402
 from ssl_transfer.training.metrics_log import read_metrics  # noqa: E402
 
 ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
@@ -66,13 +66,14 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
     t0 = time.perf_counter()
     res = pretrain(recipe, overwrite=True)
     seconds = time.perf_counter() - t0
-    epoch_times = [r["train/epoch_time_s"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/epoch_time_s" in r]
-    ips = [r["train/images_per_s"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/images_per_s" in r]
+    records = read_metrics(res.run_dir / "metrics.jsonl")
+    epoch_times = [r["train/epoch_time_s"] for r in records if "train/epoch_time_s" in r]
+    ips = [r["train/images_per_s"] for r in records if "train/images_per_s" in r]
     result = evaluate(res.run_dir, recipe.data, protocols=["knn", "linear"], seeds=[seed])
     return {
         "method": method, "backbone": recipe.backbone.name, "augment": recipe.augment.preset, "epochs": epochs,
         "batch_size": recipe.data.batch_size, "train_images": len(res.data.train), "test_images": len(res.data.test),
-        "precision": resolve_device(recipe.trainer)[1], "pretrain_seconds": round(seconds, 1),
+        "precision": res.precision, "pretrain_seconds": round(seconds, 1),
         "epoch_seconds": round(statistics.median(epoch_times), 2), "images_per_s": round(statistics.median(ips), 1),
         **scores(result),
     }
@@ -143,10 +144,9 @@ def main() -> None:
                 d["methods"][m] = r
                 print(f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
                       f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s", flush=True)
-                STORE.parent.mkdir(parents=True, exist_ok=True)
-                STORE.write_text(json.dumps(store, indent=2))
+                save_json(STORE, store)
             d["reference"] = random_init(ds, args.seed)
-            STORE.write_text(json.dumps(store, indent=2))
+            save_json(STORE, store)
     if not args.no_render:
         render(store, command_line("quality.py", ap, args))
         print_section("quality")

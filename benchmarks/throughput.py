@@ -23,7 +23,6 @@ training, every encoder goes through the same FAISS kNN (k=20, T=0.07) on the wo
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -41,14 +40,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, git_rev, machine, markdown_table, print_section, write_section  # noqa: E402
+from benchmarks.common import command_line, git_rev, machine, markdown_table, print_section, save_json, write_section  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
 from ssl_transfer.export import load_encoder  # noqa: E402
 from ssl_transfer.methods import build_method  # noqa: E402
 from ssl_transfer.recipe import Recipe, load_recipe  # noqa: E402
-from ssl_transfer.train import pretrain, resolve_device  # noqa: E402
+from ssl_transfer.train import pretrain  # noqa: E402
 from ssl_transfer.training.optim import build_optimizer, build_scheduler  # noqa: E402
 from ssl_transfer.training.performance import to_channels_last  # noqa: E402
 
@@ -184,9 +183,10 @@ def run_reference(w: Workload, data, recipe: Recipe, workers: int, max_steps: in
     return model.backbone, times
 
 
-def model_only(w: Workload, data, recipe: Recipe, steps: int, reference: bool) -> float:
-    """Images/s of forward + backward + optimizer step on fixed normalised views: our method with the recipe's
-    precision and memory format, or (``reference``) the lightly model in float32 with two passes."""
+def model_only(w: Workload, data, recipe: Recipe, steps: int, reference: bool, precision: str = "32-true") -> float:
+    """Images/s of forward + backward + optimizer step on fixed normalised views: our method in ``precision``
+    (the one its run trained in) with the recipe's memory format, or (``reference``) the lightly model in
+    float32 with two passes."""
     torch.manual_seed(0)
     backbone = build_backbone(w.backbone, data.input_shape)
     views = [torch.randn(256, *data.input_shape) for _ in range(2)]
@@ -201,7 +201,7 @@ def model_only(w: Workload, data, recipe: Recipe, steps: int, reference: bool) -
             to_channels_last(model)
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         step_fn = lambda: model.training_step(views)["loss"]  # noqa: E731
-        autocast = resolve_device(recipe.trainer)[1] == "bf16-mixed"
+        autocast = precision == "bf16-mixed"
     optimizer = build_optimizer(model, recipe.optim)
     times = []
     for _ in range(steps + 3):
@@ -248,12 +248,12 @@ def run_workload(w: Workload, seeds: list[int], ref_workers: list[int], warmup: 
             enc = load_encoder(res.run_dir)
             runs[label].append({"seed": seed, "images_per_s": images_per_s(clock.times, 256, warmup),
                                 "knn_top1": knn_top1(enc, data, enc.preprocess),
-                                "ceiling": model_only(w, data, recipe, ceiling_steps, reference=False)})
+                                "precision": res.precision, "ceiling": model_only(w, data, recipe, ceiling_steps, reference=False, precision=res.precision)})
             print(f"[{w.name}] seed {seed} {label}: {runs[label][-1]}", flush=True)
     return {
         "workload": w.name, "data": w.path, "backbone": w.backbone, "epochs": w.epochs, "steps_per_epoch": steps_per_epoch,
         "input_shape": list(data.input_shape), "train_images": len(data.train), "test_images": len(data.test),
-        "precision_ours": resolve_device(base.trainer)[1], "ref_workers": workers, "ref_probe": {str(k): v for k, v in probe.items()},
+        "precision_ours": runs["ours"][0]["precision"], "ref_workers": workers, "ref_probe": {str(k): v for k, v in probe.items()},
         "runs": runs,
     }
 
@@ -319,8 +319,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads.split(","):
             store["workloads"].append(run_workload(WORKLOADS[name], seeds, [int(n) for n in args.ref_workers.split(",")], args.warmup, args.ceiling_steps, Path(tmp)))
-    STORE.parent.mkdir(parents=True, exist_ok=True)
-    STORE.write_text(json.dumps(store, indent=2))
+    save_json(STORE, store)
     if not args.no_render:
         render(store, command_line("throughput.py", ap, args))
         print_section("throughput")

@@ -39,11 +39,13 @@ log = logging.getLogger("ssl_transfer")
 
 @dataclass
 class RunResult:
-    """Where a run wrote its files, and its headline numbers."""
+    """Where a run wrote its files, its headline numbers, and the precision it trained in (``auto`` resolved,
+    after the CPU bf16 check)."""
 
     run_dir: Path
     metrics: dict[str, Any] = field(default_factory=dict)
     data: DataBundle | None = None
+    precision: str | None = None
 
 
 def resolve_device(cfg: TrainerConfig) -> tuple[str, str]:
@@ -268,7 +270,7 @@ def pretrain(
         save_encoder(exported, run_dir / "encoder.safetensors", meta)
         if recipe.logging.plots:
             plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
-    return RunResult(run_dir, metrics, data)
+    return RunResult(run_dir, metrics, data, precision)
 
 
 def _last_good(ckpt_path: Path) -> str:

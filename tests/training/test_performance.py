@@ -108,12 +108,13 @@ def test_auto_precision_falls_back_to_float32_where_cpu_bf16_is_wrong(monkeypatc
     data = {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3}
     resnet = {"name": "r", "data": data, "backbone": {"name": "resnet18"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1}}
     with caplog.at_level("WARNING", logger="ssl_transfer"):
-        pretrain(resnet, [*quiet, f"output_dir={tmp_path}"], callbacks=[Precision()])
-    assert seen == ["32-true"] and "float32 instead of bf16" in caplog.text and "layer4.0.conv1" in caplog.text
+        res = pretrain(resnet, [*quiet, f"output_dir={tmp_path}"], callbacks=[Precision()])
+    assert seen == ["32-true"] and res.precision == "32-true" and "float32 instead of bf16" in caplog.text and "layer4.0.conv1" in caplog.text
     with pytest.raises(UserError, match=r"trainer.precision=bf16-mixed on CPU: oneDNN's bf16 weight gradients are wrong for encoder.model.layer4.0.conv1"):
         pretrain(resnet, [*quiet, f"output_dir={tmp_path}", "name=r2", "trainer.precision=bf16-mixed"])
-    a = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small", "trainer.max_epochs=1"], callbacks=[Precision()]).run_dir
-    assert seen[-1] == "bf16-mixed"
+    small = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small", "trainer.max_epochs=1"], callbacks=[Precision()])
+    assert seen[-1] == "bf16-mixed" and small.precision == "bf16-mixed"
+    a = small.run_dir
     b = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small2", "trainer.max_epochs=1", "trainer.precision=bf16-mixed"]).run_dir
     assert _losses(a) == _losses(b)  # the probe's forward pass used no random numbers of the run
 
