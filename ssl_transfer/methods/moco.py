@@ -1,9 +1,11 @@
 """MoCo v2 (He et al. 2020; Chen et al. 2020b): a query encoder, a momentum key encoder and a queue of keys.
 
-The queue is lightly's memory bank inside NTXentLoss, re-registered as a persistent buffer so that it is
-saved in checkpoints and restored on resume. The loss is symmetrised over the two views by default (as in
-lightly's MoCo examples; the paper uses one direction). Departures: momentum 0.99 and queue 4096 suit short
-runs on small data (paper: 0.999 and 65536); no shuffle-BN (the batch is not split across ranks for BN).
+The queue is lightly's ``MemoryBankModule``, with its buffers made persistent so that it is saved in checkpoints
+and restored on resume. The loss is symmetrised over the two views by default (as in lightly's MoCo examples and
+solo-learn's ``mocov2plus``; the paper uses one direction): both directions are scored against the same queue
+state, and the step's keys are enqueued once, after both (an enqueue between the two directions would put each
+query's own positive key among its negatives). Departures: momentum 0.99 and queue 4096 suit short runs on small
+data (paper: 0.999 and 65536); no shuffle-BN (the batch is not split across ranks for BN).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import torch
-from lightly.loss import NTXentLoss
+import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
+from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
@@ -27,7 +30,36 @@ class MoCoConfig(ProjectedConfig):
     temperature: Annotated[float, Field(gt=0)] = 0.2
     queue_size: Annotated[int, Field(gt=0)] = 4096
     momentum: Annotated[float, Field(ge=0, le=1)] = Field(0.99, description="start of the cosine momentum schedule to 1.0")
-    symmetric: bool = True
+    symmetric: bool = Field(True, description="both views as queries (keys enqueued once per step); false: the paper's one direction")
+
+
+def queue_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo's InfoNCE: each query (B, D) against its key (B, D) as the positive and every queue row (K, D) as a
+    negative; rows are L2-normalised here (the queue's already are). Returns the mean cross-entropy."""
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ queue.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
+
+
+class KeyQueue(nn.Module):
+    """The MoCo loss with its queue of past keys (lightly's MemoryBankModule, gathered across DDP ranks)."""
+
+    def __init__(self, size: int, dim: int, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.memory_bank = MemoryBankModule((size, dim), gather_distributed=True, feature_dim_first=False)
+        bank = self.memory_bank
+        for name in ("bank", "bank_ptr"):  # lightly keeps the queue out of state_dict; checkpoints need it
+            bank.register_buffer(name, getattr(bank, name), persistent=True)
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        """Loss of queries (B, D) against keys (B, D) and the queue as it stands (not updated here)."""
+        return queue_infonce(q, k, self.memory_bank.bank.detach(), self.temperature)
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Add keys (N, D), L2-normalised, replacing the oldest."""
+        self.memory_bank(F.normalize(keys.float(), dim=1), update=True)
 
 
 @METHODS.register("moco")
@@ -43,10 +75,7 @@ class MoCo(PretextMethod):
         self.projection_head = MoCoProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
         self.encoder_momentum = momentum_copy(self.encoder)
         self.projection_head_momentum = momentum_copy(self.projection_head)
-        self.criterion = NTXentLoss(temperature=cfg.temperature, memory_bank_size=(cfg.queue_size, cfg.proj_out_dim), gather_distributed=True)
-        bank = self.criterion.memory_bank
-        for name in ("bank", "bank_ptr"):  # lightly keeps the queue out of state_dict; checkpoints need it
-            bank.register_buffer(name, getattr(bank, name), persistent=True)
+        self.criterion = KeyQueue(cfg.queue_size, cfg.proj_out_dim, cfg.temperature)
 
     @property
     def queue(self) -> Tensor:
@@ -62,9 +91,17 @@ class MoCo(PretextMethod):
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         x0, x1 = views
-        loss = in_fp32(self.criterion, self.query(x0), self.key(x1))
-        if self.cfg.symmetric:
-            loss = 0.5 * (loss + in_fp32(self.criterion, self.query(x1), self.key(x0)))
+        if not self.cfg.symmetric:
+            k1 = self.key(x1)
+            loss = in_fp32(self.criterion, self.query(x0), k1)
+            keys = k1
+        else:
+            q0, q1 = self.forward_views(self.query, views)
+            k0, k1 = self.forward_views(self.key, views)
+            loss = 0.5 * (in_fp32(self.criterion, q0, k1) + in_fp32(self.criterion, q1, k0))
+            keys = torch.cat([k1, k0])
+        if self.training:
+            self.criterion.enqueue(keys)
         return {"loss": loss}
 
     @torch.no_grad()
