@@ -52,13 +52,15 @@ def test_moco_criterion_is_info_nce_against_the_queue():
     expected = ref.info_nce_with_queue(q, k, queue.T, 0.2)
     got = m.criterion(q.requires_grad_(), k)
     assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    assert torch.equal(m.queue, queue)  # scoring leaves the queue alone
+    m.criterion.enqueue(k)
     ks = torch.nn.functional.normalize(k, dim=1)
     assert torch.allclose(m.queue[:4], ks)  # keys enqueued after use
 
 
 def test_moco_queue_is_in_the_state_dict_and_restored():
     m = build_method(MoCoConfig(queue_size=16, proj_out_dim=5), Identity(5), (5, 1, 1))
-    m.criterion(torch.randn(4, 5, requires_grad=True), torch.randn(4, 5))
+    m.criterion.enqueue(torch.randn(4, 5))
     sd = m.state_dict()
     assert "criterion.memory_bank.bank" in sd and int(sd["criterion.memory_bank.bank_ptr"]) == 4
     fresh = build_method(MoCoConfig(queue_size=16, proj_out_dim=5), Identity(5), (5, 1, 1))
