@@ -54,7 +54,7 @@ class KeyQueue(nn.Module):
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         """Loss of queries (B, D) against keys (B, D) and the queue as it stands (not updated here)."""
-        return queue_infonce(q, k, self.memory_bank.bank.detach(), self.temperature)
+        return queue_infonce(q, k, self.memory_bank.bank.detach().clone(), self.temperature)  # enqueue writes in place
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
