@@ -159,6 +159,20 @@ class EvalConfig(StrictModel):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
 
+class MonitorConfig(StrictModel):
+    """Online monitoring while pretraining: kNN on the labelled held-out split and collapse signals, logged as
+    ``monitor/*`` to metrics.jsonl and wandb (see :mod:`ssl_transfer.training.monitor`); kNN uses ``eval.knn``'s k and T."""
+
+    enabled: Literal["auto"] | bool = Field("auto", description="auto = on when the data has a test split (kNN when it is labelled)")
+    every_n_epochs: Annotated[int, Field(gt=0)] = Field(1, description="kNN every N epochs (and at the last); collapse signals every epoch")
+    bank_size: Annotated[int, Field(gt=0)] = Field(8192, description="kNN bank: features of the last N training images, as the training steps computed them")
+    val_samples: Annotated[int, Field(gt=1)] = Field(1000, description="held-out images embedded clean each epoch (kNN queries, collapse signals)")
+    align_samples: Annotated[int, Field(ge=0)] = Field(128, description="held-out images seen in two augmented views for the alignment signal")
+    collapse_std_ratio: Annotated[float, Field(ge=0)] = Field(0.05, description="warn when std of normalised embeddings x sqrt(D) falls below this")
+    collapse_rank: Annotated[float, Field(ge=0)] = Field(1.5, description="warn when the effective rank (RankMe) falls below this")
+    save_best: bool = Field(False, description="keep checkpoints/best.ckpt at the best monitored kNN")
+
+
 class ExportConfig(StrictModel):
     """Formats written by `ssl-transfer run` besides the run dir's encoder.safetensors."""
 
@@ -184,6 +198,7 @@ class Recipe(StrictModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:

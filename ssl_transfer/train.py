@@ -32,7 +32,8 @@ from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
 from ssl_transfer.training.performance import auto_precision, compile_children, cpu_bf16_hazards, to_channels_last, to_contiguous, uncompile
-from ssl_transfer.training.plots import plot_loss_curve
+from ssl_transfer.training.monitor import Monitor
+from ssl_transfer.training.plots import plot_loss_curve, plot_monitor
 
 log = logging.getLogger("ssl_transfer")
 
@@ -242,6 +243,9 @@ def pretrain(
         channels_last=recipe.trainer.channels_last,
     )
 
+    monitor = build_monitor(recipe, data, run_dir)
+    if monitor is not None:
+        callbacks = [monitor, *(callbacks or [])]
     ckpt_path = last_checkpoint(run_dir)
     if resume and launch_rank_zero():
         step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
@@ -270,7 +274,29 @@ def pretrain(
         save_encoder(exported, run_dir / "encoder.safetensors", meta)
         if recipe.logging.plots:
             plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
+            if monitor is not None:
+                plot_monitor(run_dir / "metrics.jsonl", run_dir / "plots" / "monitor.png")
     return RunResult(run_dir, metrics, data, precision)
+
+
+def build_monitor(recipe: Recipe, data: DataBundle, run_dir: Path) -> Monitor | None:
+    """The online monitor for ``recipe.monitor`` on ``data``'s test split, or None when it is off (``auto``: on
+    when there is a test split)."""
+    cfg = recipe.monitor
+    if cfg.enabled is False or (data.test is None and cfg.enabled == "auto"):
+        return None
+    if data.test is None:
+        raise UserError("monitor.enabled=true: the data has no test split to monitor on; set data.test_root or monitor.enabled=auto")
+    # evenly spread over the split (image folders list their files class by class)
+    idx = torch.linspace(0, len(data.test) - 1, min(cfg.val_samples, len(data.test))).round().long().unique()
+    if isinstance(data.test, ArrayDataset):
+        images, labels = data.test.images[idx], data.test.labels[idx]
+    else:
+        images = torch.stack([data.test[int(i)][0] for i in idx])
+        labels = torch.as_tensor([data.test.labels[int(i)] for i in idx], dtype=torch.long)
+    labels = labels if bool((labels >= 0).all()) else None
+    best = run_dir / "checkpoints" / "best.ckpt" if cfg.save_best and labels is not None else None
+    return Monitor(cfg, images, labels, recipe.eval.knn.k, recipe.eval.knn.temperature, best)
 
 
 def _last_good(ckpt_path: Path) -> str:

@@ -20,6 +20,7 @@ class SimSiamConfig(ProjectedConfig):
     name: Literal["simsiam"] = "simsiam"
     proj_out_dim: Annotated[int, Field(gt=0)] = 512
     pred_hidden_dim: Annotated[int, Field(gt=0)] = 128
+    stop_gradient: bool = Field(True, description="the stop-gradient on the target; false only to show the collapse it prevents")
 
 
 @METHODS.register("simsiam")
@@ -39,7 +40,8 @@ class SimSiam(PretextMethod):
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         z0, z1 = self.forward_views(lambda x: self.projection_head(self.encoder(x)), views)
         p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
-        loss = 0.5 * (in_fp32(self.criterion, p0, z1.detach()) + in_fp32(self.criterion, p1, z0.detach()))
+        t0, t1 = (z0.detach(), z1.detach()) if self.cfg.stop_gradient else (z0, z1)
+        loss = 0.5 * (in_fp32(self.criterion, p0, t1) + in_fp32(self.criterion, p1, t0))
         # The std of the normalised projections: near 0 means collapse, near 1/sqrt(dim) is healthy.
         z_std = nn.functional.normalize(z0.detach(), dim=1).std(dim=0).mean()
         return {"loss": loss, "z_std": z_std}

@@ -50,3 +50,30 @@ def plot_loss_curve(metrics_path: str | Path, out_path: str | Path, key: str = "
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return Path(out_path)
+
+
+def plot_monitor(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """The online monitor's kNN top-1 and effective rank against epoch, from metrics.jsonl; None if not logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = read_metrics(metrics_path)
+    panels = [("monitor/knn_top1", "monitored kNN top-1"), ("monitor/effective_rank", "effective rank (RankMe)"),
+              ("monitor/std_ratio", "std of normalised embeddings x sqrt(D)")]
+    series = [(title, [(r["epoch"] + 1, r[key]) for r in recs if key in r]) for key, title in panels]
+    series = [(t, pts) for t, pts in series if pts]
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2))
+    for ax, (title, pts) in zip(list(axes) if len(series) > 1 else [axes], series):
+        ax.plot(*zip(*pts), "o-")
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return Path(out_path)

@@ -1,0 +1,81 @@
+"""The online monitor: collapse signals, kNN during training, the collapse warning, best.ckpt."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ssl_transfer.training.metrics_log import read_metrics
+from ssl_transfer.training.monitor import FeatureQueue, alignment, collapse_signals, effective_rank
+from ssl_transfer.train import pretrain
+
+
+def test_effective_rank_counts_used_dimensions():
+    torch.manual_seed(0)
+    assert effective_rank(torch.randn(512, 1) @ torch.randn(1, 32)) == pytest.approx(1.0, abs=0.01)
+    spread = effective_rank(torch.randn(2048, 16))
+    assert 14.5 < spread <= 16.0
+    assert 3.5 < effective_rank(torch.randn(2048, 4) @ torch.randn(4, 16)) <= 4.01
+
+
+def test_collapse_signals_of_collapsed_and_spread_embeddings():
+    torch.manual_seed(0)
+    collapsed = collapse_signals(torch.ones(256, 32) + 1e-6 * torch.randn(256, 32))
+    spread = collapse_signals(torch.randn(256, 32))
+    assert collapsed["std"] < 1e-5 and collapsed["std_ratio"] < 1e-4
+    assert spread["std_ratio"] == pytest.approx(1.0, abs=0.1)  # uniform on the sphere: std about 1/sqrt(D)
+    assert collapsed["uniformity"] == pytest.approx(0.0, abs=1e-6) and spread["uniformity"] < -3.0
+    z = torch.randn(64, 8)
+    assert alignment(z, z) == pytest.approx(0.0, abs=1e-12) and alignment(z, -z) == pytest.approx(4.0)
+
+
+def test_feature_queue_keeps_the_last_labelled_rows():
+    q = FeatureQueue(5)
+    q.push(torch.arange(4.0)[:, None], torch.tensor([0, 1, -1, 3]))
+    q.push(torch.arange(4.0, 8.0)[:, None], torch.tensor([4, 5, 6, 7]))
+    assert len(q) == 5 and q.labels.tolist() == [3, 4, 5, 6, 7] and q.features[:, 0].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]
+
+
+def test_default_run_logs_monitored_knn_and_effective_rank(quiet):
+    recipe = {"name": "mon", "method": {"name": "simclr"}, "data": {"source": "digits", "batch_size": 128},
+              "augment": {"preset": "digits"}, "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 3}}
+    res = pretrain(recipe, [*quiet, "monitor.save_best=true"])
+    recs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "monitor/knn_top1" in r]
+    assert [r["epoch"] for r in recs] == [0, 1, 2]
+    for r in recs:
+        for key in ("monitor/effective_rank", "monitor/std", "monitor/std_ratio", "monitor/alignment", "monitor/uniformity", "monitor/time_s"):
+            assert key in r, key
+    assert recs[-1]["monitor/knn_top1"] > 0.5  # 10 classes: chance is 0.1
+    assert recs[-1]["monitor/effective_rank"] > 5
+    assert (res.run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (res.run_dir / "plots" / "monitor.png").is_file()
+
+
+def test_monitor_off_logs_nothing(quiet):
+    res = pretrain({"name": "off", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 1},
+                    "monitor": {"enabled": False}}, quiet)
+    assert not any(k.startswith("monitor/") for r in read_metrics(res.run_dir / "metrics.jsonl") for k in r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_simsiam_without_stop_gradient_collapses_and_the_monitor_says_when(quiet, caplog, stop_gradient):
+    # float32 and a constant lr: the same steps on every CPU, whatever the epoch count
+    recipe = {"name": "collapse", "seed": 1, "data": {"source": "digits", "batch_size": 64}, "augment": {"preset": "digits"},
+              "method": {"name": "simsiam", "stop_gradient": stop_gradient, "proj_hidden_dim": 64, "proj_out_dim": 64, "pred_hidden_dim": 16},
+              "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 6, "precision": "32-true"},
+              "optim": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "constant"}}
+    with caplog.at_level(logging.WARNING, logger="ssl_transfer"):
+        res = pretrain(recipe, quiet)
+    recs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "monitor/proj_std_ratio" in r]
+    assert len(recs) == 6
+    warned = [m for m in caplog.messages if "has collapsed" in m]
+    collapsed = [r["monitor/proj_std_ratio"] < 0.05 or r["monitor/proj_effective_rank"] < 1.5 for r in recs]
+    if stop_gradient:  # the same run with its stop-gradient keeps a spread projection: no warning
+        assert not warned and not any(collapsed), [(r["monitor/proj_std_ratio"], r["monitor/proj_effective_rank"]) for r in recs]
+        return
+    assert len(warned) == 1, caplog.messages  # once, naming the first collapsed epoch
+    epoch = int(warned[0].split(":")[0].split()[-1])
+    assert collapsed.index(True) == epoch - 1
