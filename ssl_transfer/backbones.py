@@ -98,8 +98,10 @@ def check_backbone_name(name: str) -> None:
 
 
 def list_backbones() -> list[str]:
-    """The small CNNs; any name from ``timm.list_models()`` works too."""
-    return SMALL_CNNS.names()
+    """The small CNNs and the CIFAR ResNets (registered with timm); any name from ``timm.list_models()`` works too."""
+    from ssl_transfer.timm_models import CIFAR_RESNETS
+
+    return [*SMALL_CNNS.names(), *CIFAR_RESNETS]
 
 
 def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> TimmBackbone:

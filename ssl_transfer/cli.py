@@ -166,7 +166,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         from ssl_transfer.backbones import SMALL_CNNS
 
+        from ssl_transfer.timm_models import CIFAR_RESNETS
+
         rows = [(n, f"small CNN, embed_dim {SMALL_CNNS.get(n)(1).embed_dim}, for 8-32 px inputs") for n in SMALL_CNNS]
+        rows += [(n, f"timm ResNet-{n[6:8]} with a 3x3 stride-1 stem and no max-pool, for 32 px inputs") for n in CIFAR_RESNETS]
         rows.append(("<timm name>", f"any of timm's {len(timm.list_models())} models, e.g. resnet18, vit_tiny_patch16_224"))
     elif args.what == "datasets":
         from ssl_transfer.data import SOURCES

@@ -44,6 +44,7 @@ class DataConfig(StrictModel):
     num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
         "auto", description="DataLoader workers; auto = 0 for in-memory arrays (batches are one index op), min(8, CPUs) for image folders"
     )
+    in_memory: bool = Field(False, description="imagefolder: decode every image once at start into memory (uint8, resized), then train like an array source")
     bad_images: Literal["skip", "error"] = Field("skip", description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file")
 
     @field_validator("source")
@@ -213,22 +214,23 @@ class Recipe(StrictModel):
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
-    """A recipe file path, or the name of a bundled recipe (``quickstart`` -> recipes/quickstart.yaml)."""
+    """A recipe file path, or the name of a bundled recipe (``quickstart`` -> recipes/quickstart.yaml,
+    ``protocols/cifar10_simclr_resnet18`` -> recipes/protocols/cifar10_simclr_resnet18.yaml)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
     for d in RECIPE_DIRS:
-        for cand in (d / p.name, d / f"{p.name}.yaml"):
+        for cand in (d / p, d / f"{p}.yaml"):
             if cand.is_file():
                 return cand
     raise RecipeError(f"recipe not found: {str(name_or_path)!r} (not a file, nor one of: {', '.join(list_recipes())})")
 
 
 def list_recipes() -> list[str]:
-    """Names of the bundled recipes."""
+    """Names of the bundled recipes (those in subfolders as ``folder/name``)."""
     for d in RECIPE_DIRS:
         if d.is_dir():
-            return sorted(p.stem for p in d.glob("*.yaml"))
+            return sorted(p.relative_to(d).with_suffix("").as_posix() for p in d.rglob("*.yaml"))
     return []
 
 
@@ -290,7 +292,7 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
             raise RecipeError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
-        raw.setdefault("name", path.stem)
+        raw.setdefault("name", path.stem)  # protocols/cifar10_simclr_resnet18 -> runs/cifar10_simclr_resnet18
     raw = apply_overrides(raw, overrides or [])
     try:
         return Recipe.model_validate(raw)

@@ -13,10 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from timm.models import build_model_with_cfg, register_model
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 
 from ssl_transfer.backbones import SmallCNN
 
+CIFAR_RESNETS = ("resnet18_cifar", "resnet50_cifar")
 WIDTHS = {"cnn_tiny": (16, 32, 64), "cnn_small": (32, 64, 128), "cnn_base": (64, 128, 256)}
 
 
@@ -54,7 +56,28 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = {name: _cfg() for name in WIDTHS}  # read by timm's register_model from this module
+class CifarResNet(ResNet):
+    """timm's ResNet with the CIFAR stem of He et al. 2016 and of the SSL CIFAR benchmarks (lightly, solo-learn):
+    one 3x3 stride-1 convolution and no max-pool, so a 32 px image reaches the last stage at 4x4 (timm's ImageNet
+    stem would leave 1x1). Everything else (blocks, ``group_matcher``, classifier interface) is timm's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        in_chans, stem_width = self.conv1.in_channels, self.conv1.out_channels
+        self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
+        for info in self.feature_info:  # the stem no longer reduces: every stage is 4x finer than ImageNet's
+            info["reduction"] = max(1, info["reduction"] // 4)
+
+
+def _resnet_cfg(**kwargs: Any) -> dict[str, Any]:
+    return _cfg(input_size=(3, 32, 32), pool_size=(4, 4), first_conv="conv1", classifier="fc",
+                mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), **kwargs)
+
+
+default_cfgs = {**{name: _cfg() for name in WIDTHS}, "resnet18_cifar": _resnet_cfg(), "resnet50_cifar": _resnet_cfg()}
+# (read by timm's register_model from this module)
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> TimmSmallCNN:
@@ -77,3 +100,15 @@ def cnn_small(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
 def cnn_base(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
     """Small CNN, widths 64-128-256 (embed 256), for 8-32 px inputs."""
     return _create("cnn_base", pretrained, **kwargs)
+
+
+@register_model
+def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32 px inputs (embed 512)."""
+    return build_model_with_cfg(CifarResNet, "resnet18_cifar", pretrained, block=BasicBlock, layers=(2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """ResNet-50 with a 3x3 stride-1 stem and no max-pool, for 32 px inputs (embed 2048)."""
+    return build_model_with_cfg(CifarResNet, "resnet50_cifar", pretrained, block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)

@@ -173,6 +173,15 @@ class FileDataset(Dataset):
     def subset(self, n: int) -> "FileDataset":
         return self.take(range(min(n, len(self.files))))
 
+    def decode_all(self, workers: int = 8) -> "ArrayDataset":
+        """Every image decoded once (in threads: PIL releases the GIL while decoding) into an in-memory
+        :class:`ArrayDataset`, uint8 (N, C, H, W); unreadable files follow ``on_error`` as in ``__getitem__``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            items = list(pool.map(self.__getitem__, range(len(self.files)), chunksize=256))
+        return ArrayDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]).long())
+
     def with_transform(self, transform: Callable | None) -> "FileDataset":
         out = self.take(range(len(self.files)))
         out.transform = transform

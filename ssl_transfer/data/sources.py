@@ -213,4 +213,6 @@ def load_imagefolder(cfg: "DataConfig") -> RawData:
         tfiles, tlabels, tskipped = readable_images(tfiles, tlabels, f"data.test_root={cfg.test_root}", cfg.bad_images)
         skipped += tskipped
         test = FileDataset(tfiles, tlabels, channels, size, on_error=cfg.bad_images)
+    if cfg.in_memory:
+        return RawData(train.decode_all(), test.decode_all() if test is not None else None, classes, skipped)
     return RawData(train, test, classes, skipped)

@@ -46,7 +46,10 @@ def effective_rank(z: Tensor) -> float:
 
 
 def collapse_signals(z: Tensor) -> dict[str, float]:
-    """Embeddings (N, D) -> std of the normalised embeddings (mean over dims), std * sqrt(D), RankMe, uniformity."""
+    """Embeddings (N, D) -> std of the normalised embeddings (mean over dims), std * sqrt(D), RankMe, uniformity;
+    all NaN when an embedding is not finite."""
+    if not bool(torch.isfinite(z).all()):
+        return dict.fromkeys(("std", "std_ratio", "effective_rank", "uniformity"), float("nan"))
     u = F.normalize(z.double(), dim=1)
     std = float(u.std(dim=0).mean())
     sq = torch.cdist(u, u).pow(2)
@@ -106,6 +109,7 @@ class Monitor(pl.Callback):
         self.best_path = Path(best_path) if best_path else None
         self.best_knn = -1.0
         self.collapsed_at: int | None = None
+        self.warned_nonfinite = False
         self._armed = False
         self._batch_labels: Tensor | None = None
         self._hook: Any = None
@@ -197,6 +201,11 @@ class Monitor(pl.Callback):
         return None
 
     def _warn_collapse(self, metrics: dict[str, float], epoch: int) -> None:
+        if metrics["std"] != metrics["std"] and not self.warned_nonfinite:  # NaN: an embedding is inf or NaN
+            self.warned_nonfinite = True
+            log.warning("epoch %d: the encoder's embeddings of held-out images are not finite in eval mode (BatchNorm running "
+                        "statistics or weights have blown up); consider a lower optim.lr or a warm-up", epoch)
+            return
         what = self.collapsed(metrics)
         if what is not None and self.collapsed_at is None:
             self.collapsed_at = epoch
