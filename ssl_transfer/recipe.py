@@ -165,9 +165,8 @@ class MonitorConfig(StrictModel):
     ``monitor/*`` to metrics.jsonl and wandb (see :mod:`ssl_transfer.training.monitor`); kNN uses ``eval.knn``'s k and T."""
 
     enabled: Literal["auto"] | bool = Field("auto", description="auto = on when the data has a test split (kNN when it is labelled)")
-    every_n_epochs: Annotated[int, Field(gt=0)] = Field(1, description="kNN every N epochs (and at the last); collapse signals every epoch")
-    bank_size: Annotated[int, Field(gt=0)] = Field(8192, description="kNN bank: features of the last N training images, as the training steps computed them")
-    val_samples: Annotated[int, Field(gt=1)] = Field(1000, description="held-out images embedded clean each epoch (kNN queries, collapse signals)")
+    every_n_epochs: Annotated[int, Field(gt=0)] = Field(1, description="kNN every N epochs (and before the first, and at the last); collapse signals every epoch")
+    val_samples: Annotated[int, Field(gt=3)] = Field(1000, description="held-out images embedded clean each epoch: two-fold kNN within them, collapse signals")
     align_samples: Annotated[int, Field(ge=0)] = Field(128, description="held-out images seen in two augmented views for the alignment signal")
     collapse_std_ratio: Annotated[float, Field(ge=0)] = Field(0.05, description="warn when std of normalised embeddings x sqrt(D) falls below this")
     collapse_rank: Annotated[float, Field(ge=0)] = Field(1.5, description="warn when the effective rank (RankMe) falls below this")
