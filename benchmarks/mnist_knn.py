@@ -25,11 +25,12 @@ from benchmarks.common import git_rev, machine, markdown_table, method_names, sa
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
+from ssl_transfer.methods import METHODS  # noqa: E402
 from ssl_transfer.recipe import load_recipe  # noqa: E402
 from ssl_transfer.train import evaluate_run, headline, pretrain  # noqa: E402
 
 FAMILY_95 = {"simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"}
-ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
+ORDER = METHODS.names()
 STORE = Path(__file__).parent / "results" / "mnist_knn.json"
 
 

@@ -279,15 +279,15 @@ def _byol_transform(d: Any) -> Any:
 
 BYOL_AUG = {**lightly_augment(transform_defaults(BYOLView1Transform)), "second_view": lightly_augment(transform_defaults(BYOLView2Transform))}
 SPECS: dict[str, Spec] = {
-    "simclr": Spec(SimCLRRef, {"temperature": 0.5, "proj_hidden_dim": 512, "proj_out_dim": 128}, _t(SimCLRTransform),
+    "simclr": Spec(lambda b, d: SimCLRRef(b), {"temperature": 0.5, "proj_hidden_dim": 512, "proj_out_dim": 128}, _t(SimCLRTransform),
                    lightly_augment(transform_defaults(SimCLRTransform))),
-    "moco": Spec(MoCoRef, {"temperature": 0.5, "queue_size": 4096, "momentum": 0.996, "symmetric": False, "proj_hidden_dim": 512,
+    "moco": Spec(lambda b, d: MoCoRef(b), {"temperature": 0.5, "queue_size": 4096, "momentum": 0.996, "symmetric": False, "proj_hidden_dim": 512,
                            "proj_out_dim": 128}, _t(MoCoV2Transform), lightly_augment(transform_defaults(MoCoV2Transform))),
-    "byol": Spec(BYOLRef, {"proj_hidden_dim": 1024, "proj_out_dim": 256, "pred_hidden_dim": 1024, "momentum": 0.996}, _byol_transform, BYOL_AUG),
-    "simsiam": Spec(SimSiamRef, {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64}, _t(SimSiamTransform),
+    "byol": Spec(lambda b, d: BYOLRef(b), {"proj_hidden_dim": 1024, "proj_out_dim": 256, "pred_hidden_dim": 1024, "momentum": 0.996}, _byol_transform, BYOL_AUG),
+    "simsiam": Spec(lambda b, d: SimSiamRef(b), {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64}, _t(SimSiamTransform),
                     lightly_augment(transform_defaults(SimSiamTransform))),
-    "barlowtwins": Spec(BarlowTwinsRef, {"proj_hidden_dim": 2048, "proj_out_dim": 2048}, _byol_transform, BYOL_AUG),
-    "vicreg": Spec(VICRegRef, {"proj_hidden_dim": 2048, "proj_out_dim": 2048, "proj_num_layers": 2}, _t(VICRegTransform),
+    "barlowtwins": Spec(lambda b, d: BarlowTwinsRef(b), {"proj_hidden_dim": 2048, "proj_out_dim": 2048}, _byol_transform, BYOL_AUG),
+    "vicreg": Spec(lambda b, d: VICRegRef(b), {"proj_hidden_dim": 2048, "proj_out_dim": 2048, "proj_num_layers": 2}, _t(VICRegTransform),
                    lightly_augment(transform_defaults(VICRegTransform))),
     "siamese": Spec(lambda b, d: PairRef(b), {"proj_hidden_dim": 512, "proj_out_dim": 64, "margin": 1.2}, _t(SimCLRTransform),
                     lightly_augment(transform_defaults(SimCLRTransform))),
@@ -382,7 +382,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS.names()))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=256)  # the examples'
     ap.add_argument("--no-render", action="store_true")
     args = ap.parse_args()
     methods = method_names(args.methods)

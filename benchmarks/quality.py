@@ -1,8 +1,14 @@
-"""Every pretext method at a fixed epoch budget on MNIST and on the CIFAR-10 subset: kNN and linear-probe
-accuracy, with time per epoch.
+"""Every pretext method at a fixed epoch budget on MNIST, the CIFAR-10 subset and the 50k CIFAR-10 JPEGs: kNN and
+linear-probe accuracy, time per epoch, and (50k) the online monitor's kNN after every epoch.
 
-    python benchmarks/quality.py                                  # both datasets, all methods
+    python benchmarks/quality.py                                  # mnist and cifar (subset), all methods
+    python benchmarks/quality.py --datasets cifar50k              # 50k JPEG training images, 1k exact test images
     python benchmarks/quality.py --datasets cifar --methods simclr,byol
+
+``cifar50k`` trains on the 50,000 CIFAR-10 training JPEGs of ``../shared/datasets/cifar10_train_jpeg.tar.gz``
+(extracted once to ``--data-dir``, decoded once into memory) and evaluates on the exact 1,000 test images of
+``cifar10_subset.npz``, with each method's bundled ``recipes/<method>_cifar10.yaml`` at its own settings and
+``cnn_small``; only the epoch budget is set (``--epochs-cifar50k``). Two-view methods should reach 60% kNN.
 
 Each method runs its bundled recipe (``recipes/<method>_mnist.yaml``, ``recipes/<method>_cifar10.yaml`` pointed
 at ``../shared/datasets/cifar10_subset.npz``) with only the budget changed (``--epochs-*``, warm-up 1 epoch on
@@ -28,15 +34,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cifar_data import cifar10_overrides  # noqa: E402
 from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, save_json, write_section  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation.protocol import evaluate  # noqa: E402
+from ssl_transfer.methods import METHODS  # noqa: E402
 from ssl_transfer.recipe import load_recipe  # noqa: E402
 from ssl_transfer.train import headline, pretrain  # noqa: E402
 from ssl_transfer.training.metrics_log import read_metrics  # noqa: E402
 
-ORDER = ["ae", "dae", "vae", "siamese", "triplet", "simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg"]
 STORE = Path(__file__).parent / "results" / "quality.json"
 
 
@@ -59,6 +66,12 @@ def scores(result: dict) -> dict:
     return {"knn_top1": knn["top1"], "linear_top1": lin["top1"]}
 
 
+def dataset(name: str, data_dir: Path) -> Dataset:
+    if name == "cifar50k":  # the recipe's own warm-up (a fraction of the run) and settings; only the budget is set
+        return Dataset("cifar50k", "cifar10", (*cifar10_overrides(data_dir), "backbone.name=cnn_small"))
+    return DATASETS[name]
+
+
 def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) -> dict:
     overrides = [*ds.overrides, f"trainer.max_epochs={epochs}", f"output_dir={out_dir}", f"name={ds.name}-{method}", f"seed={seed}",
                  "logging.wandb=disabled", "logging.plots=false", "trainer.progress_bar=false"]
@@ -70,17 +83,19 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
     epoch_times = [r["train/epoch_time_s"] for r in records if "train/epoch_time_s" in r]
     ips = [r["train/images_per_s"] for r in records if "train/images_per_s" in r]
     result = evaluate(res.run_dir, recipe.data, protocols=["knn", "linear"], seeds=[seed])
+    curve = [{"epoch": r["epoch"] + 1, "knn_top1": r["monitor/knn_top1"], "effective_rank": r["monitor/effective_rank"]}
+             for r in records if "monitor/knn_top1" in r]
     return {
         "method": method, "backbone": recipe.backbone.name, "augment": recipe.augment.preset, "epochs": epochs,
         "batch_size": recipe.data.batch_size, "train_images": len(res.data.train), "test_images": len(res.data.test),
         "precision": res.precision, "pretrain_seconds": round(seconds, 1),
         "epoch_seconds": round(statistics.median(epoch_times), 2), "images_per_s": round(statistics.median(ips), 1),
-        **scores(result),
+        "num_views": METHODS.get(method).num_views, "monitor": curve, **scores(result),
     }
 
 
 def random_init(ds: Dataset, seed: int) -> dict:
-    recipe = load_recipe(f"simclr_{ds.recipe_suffix}", list(ds.overrides))
+    recipe = load_recipe(f"simclr_{ds.recipe_suffix}", [*ds.overrides, "backbone.name=cnn_small"] if ds.name != "mnist" else list(ds.overrides))
     torch.manual_seed(seed)
     enc = build_backbone(recipe.backbone.name, build_data(recipe.data).input_shape)
     return {"method": f"random-init {recipe.backbone.name} (reference)", "backbone": recipe.backbone.name,
@@ -91,17 +106,19 @@ def render(store: dict, command: str) -> None:
     parts = []
     for name, d in store["datasets"].items():
         rows = []
-        for m in [*ORDER, "reference"]:
+        for m in [*METHODS.names(), "reference"]:
             r = d["methods"].get(m) if m != "reference" else d.get("reference")
             if r is None:
                 continue
             if m == "reference":
                 rows.append([r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"])
             else:
+                curve = " ".join(f"{100 * c['knn_top1']:.0f}" for c in r.get("monitor", []))
                 rows.append([m, r["augment"], str(r["epochs"]), f"{r['epoch_seconds']:.1f}", f"{r['images_per_s']:.0f}",
-                             f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"])
+                             f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}", curve or "-"])
         first = next(iter(d["methods"].values()))
-        table = markdown_table(["method", "augment", "epochs", "s/epoch", "img/s", "kNN top-1 %", "linear top-1 %"], rows)
+        table = markdown_table(["method", "augment", "epochs", "s/epoch", "img/s", "kNN top-1 %", "linear top-1 %",
+                                "monitored kNN % (before training, then each epoch)"], [r + [""] * (8 - len(r)) for r in rows])
         parts.append(f"""### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test images, batch {first['batch_size']}, precision {first['precision']}
 
 {table}
@@ -120,14 +137,41 @@ Command: `{command}`
 {chr(10).join(parts)}
 """
     write_section("quality", body)
+    plot_curves(store)
+
+
+def plot_curves(store: dict) -> None:
+    """benchmarks/quality_<dataset>_knn.png: the monitor's kNN against epoch, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, d in store["datasets"].items():
+        curves = {m: r["monitor"] for m, r in d["methods"].items() if r.get("monitor")}
+        if not curves:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for m, c in curves.items():
+            ax.plot([p["epoch"] for p in c], [100 * p["knn_top1"] for p in c], "o-", ms=3, label=m)
+        ax.set_xlabel("epoch (0 = before training)")
+        ax.set_ylabel("monitored kNN top-1 % (two-fold, held-out)")
+        ax.set_title(f"{name}: representation quality while training")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(Path(__file__).parent / f"quality_{name}_knn.png", dpi=110)
+        plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="mnist,cifar")
-    ap.add_argument("--methods", default=",".join(ORDER))
+    ap.add_argument("--methods", default=",".join(METHODS.names()))
     ap.add_argument("--epochs-mnist", type=int, default=2)
     ap.add_argument("--epochs-cifar", type=int, default=20)
+    ap.add_argument("--epochs-cifar50k", type=int, default=15)
+    ap.add_argument("--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-render", action="store_true")
     args = ap.parse_args()
@@ -136,9 +180,9 @@ def main() -> None:
     store.update(machine=machine(), git=git_rev(), seed=args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
-            ds = DATASETS[name]
+            ds = dataset(name, Path(args.data_dir))
             d = store["datasets"].setdefault(name, {"methods": {}})
-            epochs = args.epochs_mnist if name == "mnist" else args.epochs_cifar
+            epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in methods:
                 r = run_method(ds, m, epochs, Path(tmp), args.seed)
                 d["methods"][m] = r

@@ -87,6 +87,9 @@ class OptimConfig(StrictModel):
 
     optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
     lr: Annotated[float, Field(gt=0)] = 1e-3
+    lr_batch_size: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="the global batch that lr is for: lr is scaled by global batch / lr_batch_size (linear rule); null = lr as given"
+    )
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)

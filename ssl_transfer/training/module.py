@@ -183,8 +183,14 @@ class PretrainModule(pl.LightningModule):
         self.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, rank_zero_only=True)
         self.log("train/images_per_s", images / seconds, on_step=False, on_epoch=True, rank_zero_only=True)
 
+    def global_batch_size(self) -> int | None:
+        """Images per optimizer step over all ranks (the loader's per-rank batch times the world size)."""
+        if self.sampler is None:
+            return None
+        return int(self.sampler.batch_size) * int(self.trainer.world_size)
+
     def configure_optimizers(self):
-        opt = build_optimizer(self.method, self.optim_cfg)
+        opt = build_optimizer(self.method, self.optim_cfg, global_batch=self.global_batch_size())
         total = int(self.trainer.estimated_stepping_batches)  # also sets num_training_batches
         per_epoch = max(1, int(self.trainer.num_training_batches))
         sched = build_scheduler(opt, self.optim_cfg, total, per_epoch)

@@ -14,8 +14,16 @@ if TYPE_CHECKING:
     from ssl_transfer.recipe import OptimConfig
 
 
-def build_optimizer(model: nn.Module, cfg: "OptimConfig") -> torch.optim.Optimizer:
-    """The recipe's optimizer over ``model``'s trainable parameters.
+def scaled_lr(cfg: "OptimConfig", global_batch: int | None) -> float:
+    """``cfg.lr``, times ``global_batch / cfg.lr_batch_size`` when the recipe gives the batch its lr is for
+    (the linear scaling rule of Goyal et al. 2017, as lightly's and the papers' CIFAR/ImageNet settings)."""
+    if cfg.lr_batch_size is None or global_batch is None:
+        return cfg.lr
+    return cfg.lr * global_batch / cfg.lr_batch_size
+
+
+def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | None = None) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model``'s trainable parameters, at :func:`scaled_lr` for ``global_batch``.
 
     With ``exclude_norm_and_bias`` (default) biases and 1-d parameters (norm scales) get no weight decay,
     as in timm's ``param_groups_weight_decay``.
@@ -24,14 +32,15 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig") -> torch.optim.Optimiz
         params = param_groups_weight_decay(model, cfg.weight_decay)
     else:
         params = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    lr = scaled_lr(cfg, global_batch)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
+        return torch.optim.Adam(params, lr=lr, betas=cfg.betas)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
     if cfg.optimizer == "lars":
-        return LARS(params, lr=cfg.lr, momentum=cfg.momentum)
+        return LARS(params, lr=lr, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # unreachable: the schema restricts the names
 
 

@@ -36,3 +36,15 @@ def test_scheduler_steps_per_optimizer_step():
         opt.step()
         sched.step()
     assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0]) and lrs[-1] < 0.02
+
+
+def test_lr_scales_linearly_with_the_global_batch(quiet):
+    from ssl_transfer.train import pretrain
+    from ssl_transfer.training.metrics_log import read_metrics
+
+    base = {"name": "lr", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 1},
+            "optim": {"optimizer": "sgd", "lr": 0.06, "lr_batch_size": 128, "schedule": "constant"}}
+    res = pretrain(base, quiet)
+    lrs = [r["train/lr"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/lr" in r]
+    assert lrs and all(abs(lr - 0.03) < 1e-8 for lr in lrs)  # 0.06 x 64 / 128 (logged in float32)
+    assert OptimConfig(lr=0.06).lr_batch_size is None
