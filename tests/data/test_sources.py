@@ -161,6 +161,20 @@ def test_imagefolder_with_classes_and_test_root(tmp_path: Path):
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 16, 20) and labels.tolist() == [0, 0, 0, 1]
 
 
+def test_imagefolder_in_memory_decodes_every_file_once_into_the_same_arrays(tmp_path: Path):
+    for split, n in [("train", 3), ("test", 2)]:
+        for c in ("cat", "dog"):
+            for i in range(n):
+                _png(tmp_path / split / c / f"{i}.png", value=40 * i + (c == "dog"))
+    cfg = dict(source="imagefolder", root=str(tmp_path / "train"), test_root=str(tmp_path / "test"), image_size=8)
+    files, arrays = build_data(data_cfg(**cfg)), build_data(data_cfg(**cfg, in_memory=True))
+    assert isinstance(arrays.train, ArrayDataset) and isinstance(arrays.test, ArrayDataset)
+    for a, f in ((arrays.train, files.train), (arrays.test, files.test)):
+        assert torch.equal(a.images, torch.stack([f[i][0] for i in range(len(f))]))
+        assert a.labels.tolist() == list(f.labels)
+    assert arrays.mean == files.mean and arrays.std == files.std and arrays.classes == ["cat", "dog"]
+
+
 def test_imagefolder_flat_unlabeled_resized_gray(tmp_path: Path):
     for i in range(5):
         _png(tmp_path / f"img{i}.jpg", size=(30 + i, 25), mode="RGB", value=50 * i)
