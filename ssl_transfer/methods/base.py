@@ -84,6 +84,10 @@ class PretextMethod(nn.Module):
     def after_optimizer_step(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""
 
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        """Modules whose learning rate the schedule leaves at its base value (none by default)."""
+        return []
+
     def visualize(self, x: Tensor) -> dict[str, Tensor]:
         """Image grids to save, as name -> (N, C, H, W) in normalised space; none by default."""
         return {}

@@ -20,6 +20,7 @@ class SimSiamConfig(ProjectedConfig):
     name: Literal["simsiam"] = "simsiam"
     proj_out_dim: Annotated[int, Field(gt=0)] = 512
     pred_hidden_dim: Annotated[int, Field(gt=0)] = 128
+    fix_predictor_lr: bool = Field(True, description="the predictor keeps the base lr while the rest follows the schedule (paper, sec. 4.2)")
     stop_gradient: bool = Field(True, description="the stop-gradient on the target; false only to show the collapse it prevents")
 
 
@@ -36,6 +37,9 @@ class SimSiam(PretextMethod):
         self.projection_head = SimSiamProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
         self.prediction_head = SimSiamPredictionHead(cfg.proj_out_dim, cfg.pred_hidden_dim, cfg.proj_out_dim)
         self.criterion = NegativeCosineSimilarity()
+
+    def fixed_lr_modules(self) -> list[nn.Module]:
+        return [self.prediction_head] if self.cfg.fix_predictor_lr else []
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         z0, z1 = self.forward_views(lambda x: self.projection_head(self.encoder(x)), views)

@@ -26,12 +26,22 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | No
     """The recipe's optimizer over ``model``'s trainable parameters, at :func:`scaled_lr` for ``global_batch``.
 
     With ``exclude_norm_and_bias`` (default) biases and 1-d parameters (norm scales) get no weight decay,
-    as in timm's ``param_groups_weight_decay``.
+    as in timm's ``param_groups_weight_decay``. Parameters of the modules that ``model.fixed_lr_modules()``
+    returns (SimSiam's predictor, as in the paper) are in groups marked ``fixed_lr``: the scheduler leaves them at
+    the base lr.
     """
-    if cfg.exclude_norm_and_bias:
-        params = param_groups_weight_decay(model, cfg.weight_decay)
-    else:
-        params = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    fixed = [m for m in getattr(model, "fixed_lr_modules", lambda: [])() if m is not None]
+    fixed_ids = {id(p) for m in fixed for p in m.parameters()}
+    params = []
+    for is_fixed in (False, True):
+        part = _Params([(n, p) for n, p in model.named_parameters() if (id(p) in fixed_ids) == is_fixed])
+        if not any(p.requires_grad for _, p in part.named_parameters()):
+            continue
+        if cfg.exclude_norm_and_bias:
+            groups = param_groups_weight_decay(part, cfg.weight_decay)
+        else:
+            groups = [{"params": [p for _, p in part.named_parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+        params += [{**g, "fixed_lr": is_fixed} for g in groups if g["params"]]
     lr = scaled_lr(cfg, global_batch)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=cfg.betas)
@@ -42,6 +52,17 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | No
     if cfg.optimizer == "lars":
         return LARS(params, lr=lr, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # unreachable: the schema restricts the names
+
+
+class _Params(nn.Module):
+    """A view of some of a model's named parameters, shaped for timm's ``param_groups_weight_decay``."""
+
+    def __init__(self, named: list[tuple[str, nn.Parameter]]) -> None:
+        super().__init__()
+        self._named = named
+
+    def named_parameters(self, *args, **kwargs):  # type: ignore[override]
+        return iter(self._named)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -58,8 +79,14 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: "OptimConfig", total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR following :func:`lr_factor`; warm-up length is ``warmup_epochs`` × steps per epoch."""
+    """A per-step LambdaLR following :func:`lr_factor`; warm-up length is ``warmup_epochs`` × steps per epoch.
+    Groups marked ``fixed_lr`` keep their base lr."""
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)
-    )
+
+    def scheduled(s: int) -> float:
+        return lr_factor(s, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)
+
+    def constant(s: int) -> float:
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [constant if g.get("fixed_lr") else scheduled for g in optimizer.param_groups])

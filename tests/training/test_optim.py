@@ -48,3 +48,25 @@ def test_lr_scales_linearly_with_the_global_batch(quiet):
     lrs = [r["train/lr"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/lr" in r]
     assert lrs and all(abs(lr - 0.03) < 1e-8 for lr in lrs)  # 0.06 x 64 / 128 (logged in float32)
     assert OptimConfig(lr=0.06).lr_batch_size is None
+
+
+def test_fixed_lr_modules_keep_the_base_lr_while_the_rest_decays():
+    from ssl_transfer.backbones import build_backbone
+    from ssl_transfer.methods import METHODS, build_method
+
+    m = build_method(METHODS.get("simsiam").config_cls(), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8))
+    cfg = OptimConfig(optimizer="sgd", lr=0.1, weight_decay=1e-4, warmup_epochs=1)
+    opt = build_optimizer(m, cfg)
+    pred = {id(p) for p in m.prediction_head.parameters()}
+    fixed = [g for g in opt.param_groups if g["fixed_lr"]]
+    assert {id(p) for g in fixed for p in g["params"]} == pred
+    assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in m.parameters() if p.requires_grad])
+    assert {g["weight_decay"] for g in fixed} == {0.0, 1e-4}  # norms and biases still without decay
+    sched = build_scheduler(opt, cfg, total_steps=10, steps_per_epoch=2)
+    for _ in range(9):
+        opt.step()
+        sched.step()
+    assert all(g["lr"] == pytest.approx(0.1) for g in fixed)
+    assert all(g["lr"] < 0.01 for g in opt.param_groups if not g["fixed_lr"])
+    plain = build_optimizer(build_method(METHODS.get("simsiam").config_cls(fix_predictor_lr=False), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8)), cfg)
+    assert not any(g["fixed_lr"] for g in plain.param_groups)
