@@ -174,26 +174,39 @@ def main() -> None:
     ap.add_argument("--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-render", action="store_true")
+    ap.add_argument("--reference", action="store_true", help="recompute the random-init row even when the store has one")
     args = ap.parse_args()
     methods = method_names(args.methods)
-    store = json.loads(STORE.read_text()) if STORE.exists() else {"datasets": {}}
-    store.update(machine=machine(), git=git_rev(), seed=args.seed)
+    rev = git_rev()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
             ds = dataset(name, Path(args.data_dir))
-            d = store["datasets"].setdefault(name, {"methods": {}})
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in methods:
-                r = run_method(ds, m, epochs, Path(tmp), args.seed)
-                d["methods"][m] = r
+                r = {**run_method(ds, m, epochs, Path(tmp), args.seed), "git": rev}
+                update_store(name, lambda d: d["methods"].__setitem__(m, r), seed=args.seed)
                 print(f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
                       f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s", flush=True)
-                save_json(STORE, store)
-            d["reference"] = random_init(ds, args.seed)
-            save_json(STORE, store)
+            if "reference" not in json.loads(STORE.read_text())["datasets"][name] or args.reference:
+                ref = random_init(ds, args.seed)
+                update_store(name, lambda d: d.__setitem__("reference", ref), seed=args.seed)
     if not args.no_render:
-        render(store, command_line("quality.py", ap, args))
+        render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))
         print_section("quality")
+
+
+def update_store(dataset_name: str, change, seed: int) -> None:
+    """Re-read the store, apply ``change`` to the dataset's entry and write it back, under a lock: several
+    processes (e.g. one method each, one thread each) may fill one store side by side."""
+    import fcntl
+
+    STORE.parent.mkdir(parents=True, exist_ok=True)
+    with open(STORE.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        store = json.loads(STORE.read_text()) if STORE.exists() else {"datasets": {}}
+        store.update(machine=machine(), git=git_rev(), seed=seed)
+        change(store["datasets"].setdefault(dataset_name, {"methods": {}}))
+        save_json(STORE, store)
 
 
 if __name__ == "__main__":
