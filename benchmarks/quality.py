@@ -119,15 +119,19 @@ def render(store: dict, command: str) -> None:
         first = next(iter(d["methods"].values()))
         table = markdown_table(["method", "augment", "epochs", "s/epoch", "img/s", "kNN top-1 %", "linear top-1 %",
                                 "monitored kNN % (before training, then each epoch)"], [r + [""] * (8 - len(r)) for r in rows])
-        parts.append(f"""### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test images, batch {first['batch_size']}, precision {first['precision']}
+        revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
+        parts.append(f"""### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test images, batch {first['batch_size']}, precision {first['precision']} (git {', '.join(revs)})
 
 {table}
 """)
-    body = f"""## Every method at a fixed epoch budget: kNN and linear probe, time per epoch (issue 6)
+    body = f"""## Every method at a fixed epoch budget: kNN and linear probe, time per epoch (issues 6, 12)
 
-On {store['machine']} (git {store['git']}), seed {store['seed']}. Bundled recipes with only the budget changed
+On {store['machine']}, seed {store['seed']}; each dataset's rows name the commit that produced them. Bundled recipes with only the budget changed
 (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset `recipes/<method>_cifar10.yaml`
-on `../shared/datasets/cifar10_subset.npz` with `cnn_small`); default trainer settings. kNN: FAISS, cosine, k=20,
+on `../shared/datasets/cifar10_subset.npz` with `cnn_small`; cifar50k: the 50,000 training JPEGs, decoded once
+into memory, tested on the subset's exact 1,000 test images, recipes at their own warm-up); default trainer settings.
+The last column is the online monitor's two-fold kNN within 1,000 held-out images (before training, then each
+epoch): its bank is 500 images, so it reads below the final kNN whose bank is the whole training set. kNN: FAISS, cosine, k=20,
 T=0.07. Linear: frozen standardised features, lr/wd sweep on a 20% validation split, 100 epochs. s/epoch and
 img/s: median over the run's epochs. Single-view methods (ae, dae, vae) push half as many images through the
 encoder per step as the two-view ones.
