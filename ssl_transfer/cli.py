@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from ssl_transfer.errors import NonFiniteError, UserError
+from ssl_transfer.errors import NonFiniteError, Stopped, UserError
 
 OVERRIDES_HELP = "dotted overrides applied after the recipe file, e.g. trainer.max_epochs=3 optim.lr=1e-3"
 
@@ -250,6 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteError as e:
         print(f"ssl-transfer: training stopped: {e}", file=sys.stderr)
         return 3
+    except Stopped as e:
+        print(f"ssl-transfer: stopped by {e}", file=sys.stderr)
+        return e.exit_code
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

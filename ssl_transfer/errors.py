@@ -11,3 +11,16 @@ class NonFiniteError(RuntimeError):
     def __init__(self, message: str, step: int) -> None:
         super().__init__(message)
         self.step = step
+
+
+class Stopped(Exception):
+    """A signal (SIGTERM, SIGINT) stopped training after a step; a resumable checkpoint was written.
+    ``str(err)`` says how to resume; ``exit_code`` is 128 + the signal number, as a shell reports a killed job."""
+
+    def __init__(self, message: str, signum: int, step: int) -> None:
+        super().__init__(message)
+        self.signum, self.step = signum, step
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -94,9 +94,19 @@ class OptimConfig(StrictModel):
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear warm-up length in epochs (a warm-up of half the run or more is warned about; one of the whole run is cut to half)")
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="warm-up as a fraction of the run instead of warmup_epochs, so that it follows trainer.max_epochs; set one of the two"
+    )
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="cosine ends at lr * min_lr_ratio")
     exclude_norm_and_bias: bool = Field(True, description="no weight decay on norm layers and biases")
+
+    @model_validator(mode="after")
+    def _one_warmup(self) -> "OptimConfig":
+        if self.warmup_fraction is not None and self.warmup_epochs > 0:
+            raise ValueError(f"optim.warmup_epochs={self.warmup_epochs:g} and optim.warmup_fraction={self.warmup_fraction:g}: "
+                             "set one of the two (optim.warmup_epochs=0 to use the fraction)")
+        return self
 
 
 class TrainerConfig(StrictModel):
@@ -149,6 +159,7 @@ class FinetuneConfig(StrictModel):
     epochs: Annotated[int, Field(gt=0)] = 20
     lr: Annotated[float, Field(gt=0)] = 1e-3
     layer_decay: Annotated[float, Field(gt=0, le=1)] = 0.75
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear lr warm-up before the cosine, in epochs (same rule as optim.warmup_epochs)")
 
 
 class EvalConfig(StrictModel):

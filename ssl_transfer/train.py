@@ -23,12 +23,13 @@ from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_train_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
-from ssl_transfer.errors import NonFiniteError, UserError
+from ssl_transfer.errors import NonFiniteError, Stopped, UserError
 from ssl_transfer.export import default_export_path, encoder_meta, export_encoder, exportable, save_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from ssl_transfer.training.stop import StopOnSignal, signal_name
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
 from ssl_transfer.training.performance import auto_precision, compile_children, cpu_bf16_hazards, to_channels_last, to_contiguous, uncompile
@@ -185,7 +186,7 @@ def build_trainer(
         enable_model_summary=t.progress_bar,
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[checkpoint, StopOnSignal(checkpoint), *(callbacks or [])],
         enable_checkpointing=False,  # Lightning's own ModelCheckpoint: LastCheckpoint replaces it
         logger=_loggers(recipe, run_dir),
         plugins=[AtomicCheckpointIO()],
@@ -260,6 +261,13 @@ def pretrain(
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_path) if resume else None)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
+    except SystemExit:  # Lightning's SIGTERMException after the step in flight
+        stop = next((c for c in trainer.callbacks if isinstance(c, StopOnSignal)), None)
+        if stop is None or stop.signum is None:
+            raise
+        step = trainer.global_step
+        raise Stopped(f"{signal_name(stop.signum)} at step {step}: checkpoint {ckpt_path} written; continue with "
+                      f"`ssl-transfer pretrain {run_dir} --resume` (or `run ... --resume`)", stop.signum, step) from None
     finally:
         _finish_wandb(recipe)
 
@@ -327,7 +335,8 @@ def evaluate_run(run_dir: str | Path, recipe: Recipe) -> dict[str, Any]:
     result = evaluate(
         run_dir, e.data or recipe.data, protocols=e.protocols, labels_per_class=e.labels_per_class, seeds=e.seeds,
         k=e.knn.k, temperature=e.knn.temperature, finetune_strategies=e.finetune.strategies, finetune_epochs=e.finetune.epochs,
-        finetune_lr=e.finetune.lr, layer_decay=e.finetune.layer_decay, linear_epochs=e.linear.epochs, out_dir=run_dir,
+        finetune_lr=e.finetune.lr, layer_decay=e.finetune.layer_decay,
+        finetune_warmup_epochs=e.finetune.warmup_epochs, linear_epochs=e.linear.epochs, out_dir=run_dir,
     )
     meta_path = run_dir / "encoder.json"
     meta = json.loads(meta_path.read_text())

@@ -24,6 +24,7 @@ from ssl_transfer.data import make_loader
 from ssl_transfer.data.views import AugmentConfig, build_augment
 from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.blocks import encoder_blocks
+from ssl_transfer.training.optim import lr_factor, warmup_steps
 
 STRATEGY = re.compile(r"^(full|head|llrd|scratch|freeze:\d+)$")
 
@@ -125,6 +126,7 @@ def finetune(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     layer_decay: float = 0.75,
+    warmup_epochs: float = 0.0,
     batch_size: int = 128,
     min_steps: int = 300,
     augment: AugmentConfig | None = None,
@@ -134,7 +136,9 @@ def finetune(
     """Train a copy of ``encoder`` + a linear head on ``train_set`` with ``strategy``; test accuracy and setup.
 
     The budget is ``epochs`` passes or ``min_steps`` optimizer steps, whichever is more (tiny label budgets
-    would otherwise get a handful of steps).
+    would otherwise get a handful of steps). The lr warms up linearly for ``warmup_epochs`` (the pretraining
+    rule of :func:`~ssl_transfer.training.optim.warmup_steps`: warned about at half the run, cut to half when as
+    long as the run), then follows a cosine to 0.
 
     ``preprocess`` maps float images in [0, 1] (B, C, H, W) to the encoder's input. ``strategy="scratch"``
     re-initialises the encoder first and trains everything. The caller's encoder is never modified.
@@ -147,8 +151,10 @@ def finetune(
     info["strategy"] = strategy
     aug = build_augment(augment, *_shape(train_set)) if augment is not None else None
     loader = make_loader(train_set, batch_size, shuffle=True, drop_last=False)
-    total = max(min_steps, epochs * math.ceil(len(train_set) / batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
+    per_epoch = math.ceil(len(train_set) / batch_size)
+    total = max(min_steps, epochs * per_epoch)
+    warm = warmup_steps(total, per_epoch, warmup_epochs, what="eval.finetune")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, "cosine", 0.0))
     last_loss = float("nan")
     step = 0
     while step < total:

@@ -68,6 +68,7 @@ def evaluate(
     finetune_epochs: int = 20,
     finetune_lr: float = 1e-3,
     layer_decay: float = 0.75,
+    finetune_warmup_epochs: float = 0.0,
     linear_epochs: int = 100,
     cache: FeatureCache | None = None,
     out_dir: str | Path | None = None,
@@ -120,7 +121,8 @@ def evaluate(
             for run in runs:
                 strategy = run.split(":", 1)[1] if run.startswith("finetune:") else "scratch"
                 res = finetune(enc, enc.embed_dim, sub, bundle.test, enc.preprocess, num_classes, strategy=strategy,
-                               epochs=finetune_epochs, lr=finetune_lr, layer_decay=layer_decay, seed=seed, device=device)
+                               epochs=finetune_epochs, lr=finetune_lr, layer_decay=layer_decay,
+                               warmup_epochs=finetune_warmup_epochs, seed=seed, device=device)
                 rows.append({"protocol": run, **base, **res})
     result = {
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,
@@ -128,7 +130,7 @@ def evaluate(
         "data": {**bundle.describe(), "config": cfg.model_dump(mode="json")},
         "transfer": transfer,
         "settings": {"k": k, "temperature": temperature, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-                     "layer_decay": layer_decay, "linear_epochs": linear_epochs, "seeds": list(seeds)},
+                     "layer_decay": layer_decay, "finetune_warmup_epochs": finetune_warmup_epochs, "linear_epochs": linear_epochs, "seeds": list(seeds)},
         "rows": rows,
         "summary": _summary(rows),
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},

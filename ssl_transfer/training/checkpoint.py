@@ -56,6 +56,7 @@ class LastCheckpoint(pl.Callback):
         self.every_n_steps, self.every_minutes = every_n_steps, every_minutes
         self.poll_every_n_steps = 20
         self._last_save = time.monotonic()
+        self.saved_step: int | None = None  # the global step of the last write
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
@@ -76,3 +77,4 @@ class LastCheckpoint(pl.Callback):
     def save(self, trainer: pl.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, not weights only
         self._last_save = time.monotonic()
+        self.saved_step = trainer.global_step

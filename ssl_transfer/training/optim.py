@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING
 
 import torch
-from lightly.utils.lars import LARS
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import OptimConfig
+
+log = logging.getLogger("ssl_transfer")
 
 
 def scaled_lr(cfg: "OptimConfig", global_batch: int | None) -> float:
@@ -50,6 +52,8 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | No
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
     if cfg.optimizer == "lars":
+        from lightly.utils.lars import LARS
+
         return LARS(params, lr=lr, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # unreachable: the schema restricts the names
 
@@ -76,12 +80,41 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_steps(
+    total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, warmup_fraction: float | None = None, what: str = "optim"
+) -> int:
+    """Warm-up length in optimizer steps for a run of ``total_steps``: ``warmup_fraction`` of the run when given,
+    else ``warmup_epochs`` x ``steps_per_epoch``.
+
+    The schedule follows the run: a warm-up that covers half of the run or more logs one warning line (naming the
+    setting, the run length and what to set instead); one as long as the run or longer, where the lr would
+    never reach its peak and the decay never start, is cut to half of the run (the warning says so).
+    """
+    total_steps = max(1, total_steps)
+    if warmup_fraction is not None:
+        warm, asked = int(round(warmup_fraction * total_steps)), f"{what}.warmup_fraction={warmup_fraction:g}"
+    else:
+        warm, asked = int(round(warmup_epochs * steps_per_epoch)), f"{what}.warmup_epochs={warmup_epochs:g}"
+    if warm * 2 < total_steps:
+        return warm
+    epochs = total_steps / max(1, steps_per_epoch)
+    share = f"{warm} of the run's {total_steps} steps ({epochs:.3g} epochs)"
+    if warm >= total_steps:
+        cut = total_steps // 2
+        log.warning("%s is %s, the whole run: the learning rate would never reach its peak; warming up for the first half "
+                    "(%d steps) instead. Set a shorter warm-up (e.g. %s.warmup_fraction=0.05)", asked, share, cut, what)
+        return cut
+    log.warning("%s covers %s, half of the run or more: the learning rate spends most of the run below its peak "
+                "(e.g. %s.warmup_fraction=0.05 scales the warm-up with the run)", asked, share, what)
+    return warm
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: "OptimConfig", total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR following :func:`lr_factor`; warm-up length is ``warmup_epochs`` × steps per epoch.
+    """A per-step LambdaLR following :func:`lr_factor`, with the warm-up of :func:`warmup_steps`.
     Groups marked ``fixed_lr`` keep their base lr."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(total_steps, steps_per_epoch, cfg.warmup_epochs, cfg.warmup_fraction)
 
     def scheduled(s: int) -> float:
         return lr_factor(s, total_steps, warmup, cfg.schedule, cfg.min_lr_ratio)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ssl_transfer.recipe import OptimConfig
-from ssl_transfer.training.optim import build_optimizer, build_scheduler, lr_factor
+from ssl_transfer.training.optim import build_optimizer, build_scheduler, lr_factor, warmup_steps
 
 
 def test_warmup_then_cosine_to_floor():
@@ -70,3 +70,54 @@ def test_fixed_lr_modules_keep_the_base_lr_while_the_rest_decays():
     assert all(g["lr"] < 0.01 for g in opt.param_groups if not g["fixed_lr"])
     plain = build_optimizer(build_method(METHODS.get("simsiam").config_cls(fix_predictor_lr=False), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8)), cfg)
     assert not any(g["fixed_lr"] for g in plain.param_groups)
+
+
+def _lrs(cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> list[float]:
+    opt = build_optimizer(nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg, total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_a_warmup_longer_than_the_run_is_cut_to_half_with_one_warning(caplog):
+    # A recipe's 10 warm-up epochs in a 5-epoch run: before, the whole run was warm-up (peak never reached, no decay).
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        lrs = _lrs(OptimConfig(lr=1.0, warmup_epochs=10), total_steps=50, steps_per_epoch=10)
+    assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 24 and lrs[-1] < 0.01
+    lines = [r.getMessage() for r in caplog.records if "warmup" in r.getMessage()]
+    assert len(lines) == 1 and "optim.warmup_epochs=10" in lines[0] and "first half (25 steps)" in lines[0]
+
+
+def test_a_warmup_of_half_the_run_or_more_warns_but_is_kept(caplog):
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        lrs = _lrs(OptimConfig(lr=1.0, warmup_epochs=3), total_steps=50, steps_per_epoch=10)
+    assert lrs.index(max(lrs)) == 29
+    assert sum("half of the run or more" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        _lrs(OptimConfig(lr=1.0, warmup_epochs=2), total_steps=50, steps_per_epoch=10)
+    assert not caplog.records
+
+
+def test_warmup_fraction_follows_the_run_and_excludes_warmup_epochs():
+    assert warmup_steps(1000, 100, warmup_fraction=0.05) == 50 and warmup_steps(200, 100, warmup_fraction=0.05) == 10
+    lrs = _lrs(OptimConfig(lr=1.0, warmup_fraction=0.1), total_steps=40, steps_per_epoch=10)
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    with pytest.raises(ValueError, match="set one of the two"):
+        OptimConfig(warmup_epochs=1, warmup_fraction=0.1)
+
+
+def test_finetune_schedule_follows_the_same_rule(caplog):
+    from ssl_transfer.evaluation.finetune import finetune
+
+    g = torch.Generator().manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(64) % 2)
+    enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    with caplog.at_level("WARNING", logger="ssl_transfer"):
+        res = finetune(enc, 8, data, data, lambda x: x, 2, epochs=2, warmup_epochs=5, batch_size=32, min_steps=4)
+    assert res["steps"] == 4
+    assert any("eval.finetune.warmup_epochs=5" in r.getMessage() and "first half (2 steps)" in r.getMessage() for r in caplog.records)
