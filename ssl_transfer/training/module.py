@@ -68,6 +68,7 @@ class PretrainModule(pl.LightningModule):
         self._last_loss: Tensor | None = None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._epoch_start, self._epoch_images = 0.0, 0
+        self._data_wait, self._waiting_since = 0.0, 0.0
 
     def normalize(self, x01: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> normalised."""
@@ -131,16 +132,24 @@ class PretrainModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start, self._epoch_images = time.perf_counter(), 0
+        self._data_wait, self._waiting_since = 0.0, self._epoch_start
         if self.sampler is not None:  # a new order each epoch (Lightning only sets epochs on plain samplers)
             self.sampler.set_epoch(self.current_epoch)
         if self._pending_rng is None:
             self._batches_done = 0
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._data_wait += time.perf_counter() - self._waiting_since  # the loader's time since the last step ended
         if self._pending_rng is not None:  # resuming: the generators continue exactly where the checkpoint left them
             if world()[1] == 1:
                 set_rng_state(self._pending_rng)
             self._pending_rng = None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()  # after the callbacks' batch-end hooks (checkpoints), which are not data time
+        self.log("data_wait", self._data_wait / max(1e-9, now - self._epoch_start), on_step=True, on_epoch=False,
+                 prog_bar=True, logger=False, batch_size=1)
+        self._waiting_since = now
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ssl_transfer"] = {
@@ -174,14 +183,17 @@ class PretrainModule(pl.LightningModule):
                       self.plot_dir / f"{name}_epoch{self.current_epoch + 1:03d}.png", nrow=len(self.plot_images))
 
     def _log_epoch_speed(self) -> None:
-        """``train/epoch_time_s`` (loader start to last step, waiting for the GPU) and ``train/images_per_s``
-        (images through all ranks per second of it)."""
+        """``train/epoch_time_s`` (loader start to last step, waiting for the GPU), ``train/images_per_s``
+        (images through all ranks per second of it) and ``train/data_wait_share``: the share of the epoch this rank
+        spent waiting for the loader between steps (as LightlyTrain's data_wait; near 0 when the model is the
+        bottleneck, near 1 when the loader is)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - self._epoch_start
         images = self._epoch_images * self.trainer.world_size
         self.log("train/epoch_time_s", seconds, on_step=False, on_epoch=True, rank_zero_only=True)
         self.log("train/images_per_s", images / seconds, on_step=False, on_epoch=True, rank_zero_only=True)
+        self.log("train/data_wait_share", self._data_wait / seconds, on_step=False, on_epoch=True, rank_zero_only=True)
 
     def global_batch_size(self) -> int | None:
         """Images per optimizer step over all ranks (the loader's per-rank batch times the world size)."""
