@@ -17,7 +17,7 @@ from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.evaluation.features import FeatureCache, extract_features
 from ssl_transfer.evaluation.finetune import STRATEGY, finetune
 from ssl_transfer.evaluation.knn import knn_classify
-from ssl_transfer.evaluation.linear import linear_probe
+from ssl_transfer.evaluation.linear import DEFAULT_L2, linear_probe
 from ssl_transfer.evaluation.subsets import per_class_subset
 from ssl_transfer.export import Encoder
 
@@ -69,7 +69,8 @@ def evaluate(
     finetune_lr: float = 1e-3,
     layer_decay: float = 0.75,
     finetune_warmup_epochs: float = 0.0,
-    linear_epochs: int = 100,
+    linear_l2: Sequence[float] = DEFAULT_L2,
+    linear_max_iter: int = 1000,
     cache: FeatureCache | None = None,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -114,7 +115,8 @@ def evaluate(
             if "knn" in protocols:
                 rows.append({"protocol": "knn", **base, **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, k, temperature)})
             if "linear" in protocols:
-                rows.append({"protocol": "linear", **base, **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, epochs=linear_epochs, seed=seed)})
+                rows.append({"protocol": "linear", **base, **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=linear_l2,
+                                                                                  max_iter=linear_max_iter, seed=seed)})
             sub = take(bundle.train, idx) if ("finetune" in protocols or "scratch" in protocols) else None
             runs = [f"finetune:{s}" for s in finetune_strategies] if "finetune" in protocols else []
             runs += ["scratch"] if "scratch" in protocols else []
@@ -130,7 +132,7 @@ def evaluate(
         "data": {**bundle.describe(), "config": cfg.model_dump(mode="json")},
         "transfer": transfer,
         "settings": {"k": k, "temperature": temperature, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-                     "layer_decay": layer_decay, "finetune_warmup_epochs": finetune_warmup_epochs, "linear_epochs": linear_epochs, "seeds": list(seeds)},
+                     "layer_decay": layer_decay, "finetune_warmup_epochs": finetune_warmup_epochs, "linear_l2": list(linear_l2), "linear_max_iter": linear_max_iter, "seeds": list(seeds)},
         "rows": rows,
         "summary": _summary(rows),
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},

@@ -56,6 +56,20 @@ def plot_label_efficiency(result: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def linear_notes(rows: list[dict[str, Any]]) -> str:
+    """One line per linear-probe fit: the chosen L2 penalty, the range searched, whether it was extended."""
+    out = []
+    for r in rows:
+        lo, hi = r["l2_range"]
+        note = f"- {_n(r['labels_per_class'])} / class, seed {r['seed']}: l2 {r['l2']:.0e} chosen in [{lo:.0e}, {hi:.0e}]"
+        if r.get("range_extended"):
+            note += f"; the first range's best was at its {'lower' if r['range_extended'] == 'down' else 'upper'} edge, so it was extended {r['range_extended']} once"
+        if r.get("at_edge"):
+            note += "; still at an edge of the extended range"
+        out.append(note + f" ({r['solver']}, {r['seconds']:.1f} s)")
+    return "\n".join(out)
+
+
 def write_report(result: dict[str, Any], out_dir: Path) -> None:
     """eval.json (everything), report.md (table, transfer details, plot) and label_efficiency.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +89,9 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
         f"- encoder input {t['encoder_input']}, data {t['data_input']}; resize: {t['resize'] or 'none'}; channels: {t['channels']}",
         f"- normalisation from {t['normalisation']['from']}: mean {t['normalisation']['mean']}, std {t['normalisation']['std']}",
     ]
+    linear = [r for r in result["rows"] if r["protocol"] == "linear"]
+    if linear:
+        md += ["", "## Linear probe", "", linear_notes(linear)]
     if plot:
         md += ["", "![label efficiency](label_efficiency.png)"]
     (out_dir / "report.md").write_text("\n".join(md) + "\n")

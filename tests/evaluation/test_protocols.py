@@ -44,11 +44,11 @@ def test_feature_extraction_and_linear_probe_leave_batchnorm_untouched():
     before = state(enc)
     ds = digits()
     f, y = extract_features(enc, ds, [0.3], [0.37], batch_size=256)
-    res = linear_probe(f[:1000], y[:1000], f[1000:], y[1000:], epochs=5)
+    res = linear_probe(f[:1000], y[:1000], f[1000:], y[1000:])
     after = enc.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "BN running stats or weights changed"
     assert enc.training, "the encoder's mode is restored"
-    assert res["top1"] > 0.5 and len(res["sweep"]) == 9
+    assert res["top1"] > 0.5 and 3 <= len(res["sweep"]) <= 7 and res["l2_range"][0] < res["l2"] < res["l2_range"][1]
 
 
 @pytest.mark.parametrize("strategy,frozen", [("head", 3), ("freeze:2", 2), ("freeze:0", 0)])
@@ -137,7 +137,7 @@ def test_evaluate_any_module_with_label_budgets(tmp_path: Path):
     torch.manual_seed(0)
     enc = build_backbone("cnn_tiny", (1, 8, 8))
     r = evaluate(enc, {"source": "digits"}, protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=[2, 5], seeds=[0, 1],
-                 finetune_strategies=["full", "llrd"], finetune_epochs=1, linear_epochs=5, out_dir=tmp_path)
+                 finetune_strategies=["full", "llrd"], finetune_epochs=1, out_dir=tmp_path)
     assert {(s["protocol"], s["labels_per_class"]) for s in r["summary"]} == {
         (p, n) for p in ["knn", "linear", "finetune:full", "finetune:llrd", "scratch"] for n in [2, 5]}
     assert all(s["seeds"] == 2 for s in r["summary"])
