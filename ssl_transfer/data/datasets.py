@@ -40,7 +40,8 @@ def to_nchw_uint8(x: np.ndarray | Tensor) -> Tensor:
 
 
 def convert_channels(x: Tensor, channels: int) -> Tensor:
-    """uint8 (…, C, H, W) with C in (1, 3) -> ``channels`` channels (gray repeated to RGB, RGB to luminance)."""
+    """uint8 or float (…, C, H, W) with C in (1, 3) -> ``channels`` channels: gray repeated to RGB, RGB to
+    ITU-R 601 luminance (0.299 R + 0.587 G + 0.114 B, as PIL's ``convert("L")``), one rule for every path."""
     c = x.shape[-3]
     if c == channels:
         return x

@@ -57,9 +57,7 @@ class Preprocess(nn.Module):
         if images.dtype == torch.uint8:
             x = convert_channels(resize_uint8(images, self.size), self.channels).float() / 255.0
         else:
-            x = images.float()
-            if x.shape[1] != self.channels:
-                x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, 3, -1, -1)
+            x = convert_channels(images.float(), self.channels)  # the uint8 path's conversion (luminance), on floats
             if tuple(x.shape[-2:]) != self.size:
                 x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
         return (x.to(self.mean.device) - self.mean) / self.std

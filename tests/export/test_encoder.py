@@ -42,6 +42,22 @@ def test_preprocess_accepts_uint8_float_and_pil(tmp_path: Path):
     assert big.shape == (1, 3, 12, 12)  # gray -> RGB, resized to the training size
 
 
+@pytest.mark.parametrize("src,dst", [(3, 1), (1, 3)])
+def test_channel_conversion_is_the_same_on_the_uint8_float_and_pil_paths(tmp_path: Path, src: int, dst: int):
+    """kNN/linear feed uint8, fine-tuning floats, `embed` PIL images: one encoder must see one image."""
+    saved(tmp_path, shape=(dst, 12, 12))
+    pre = load_encoder(tmp_path).preprocess
+    x = torch.zeros(1, src, 12, 12, dtype=torch.uint8)
+    x[:, 0] = 255  # pure red (3 -> 1) or white (1 -> 3)
+    from_uint8, from_float = pre(x), pre(x.float() / 255)
+    pil = Image.fromarray(x[0].permute(1, 2, 0).squeeze(-1).numpy())
+    from_pil = pre([pil])
+    assert from_uint8.shape == (1, dst, 12, 12)
+    assert torch.allclose(from_uint8, from_float, atol=1 / 255 / 0.2) and torch.allclose(from_uint8, from_pil, atol=1 / 255 / 0.2)
+    if dst == 1:  # luminance (0.299 R), not the channel mean (1/3)
+        assert from_float[0, 0, 0, 0].item() == pytest.approx((76 / 255 - 0.3) / 0.2, abs=1 / 255 / 0.2)
+
+
 def test_loading_is_strict(tmp_path: Path):
     saved(tmp_path)
     save_file({"bogus": torch.zeros(1)}, tmp_path / "encoder.safetensors")
