@@ -96,21 +96,25 @@ def launch_rank_zero() -> bool:
     return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("GROUP_RANK", 0)) == 0
 
 
-def _prepare_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
+def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
+    """The run dir, after checking that the run may start there; changes nothing on disk."""
     run_dir = Path(recipe.output_dir) / recipe.name
-    ckpt = last_checkpoint(run_dir)
     if not launch_rank_zero():  # a DDP worker: rank 0 prepared the dir before launching it
-        run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
+    ckpt = last_checkpoint(run_dir)
     if resume:
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")
+    return run_dir
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run dir (``overwrite``: replacing an existing one); called once the inputs have been checked."""
+    if launch_rank_zero() and not resume and overwrite and run_dir.exists() and any(run_dir.iterdir()):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _loggers(recipe: Recipe, run_dir: Path) -> list:
@@ -203,19 +207,27 @@ def pretrain(
     resume: bool = False,
     overwrite: bool = False,
     callbacks: list[pl.Callback] | None = None,
+    require_test: bool = False,
 ) -> RunResult:
     """Pretrain the recipe's encoder and write the run dir; returns its path and final training metrics.
 
     ``recipe`` is a Recipe, a YAML path, a bundled recipe name, a dict, or a run dir (its saved recipe).
-    ``callbacks``: extra Lightning callbacks for the Trainer (timers, custom logging).
+    ``callbacks``: extra Lightning callbacks for the Trainer (timers, custom logging). ``require_test``: fail
+    before training when the evaluation that follows (``run``) would find no test split.
     """
     recipe = _as_recipe(recipe, overrides)
-    run_dir = _prepare_run_dir(recipe, resume, overwrite)
+    run_dir = _check_run_dir(recipe, resume, overwrite)
+    data = build_data(recipe.data)  # bad data fails here, before an existing run dir is touched
+    if require_test and data.test is None and recipe.eval.data is None:
+        raise UserError(f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
+                        "(npz: x_test/y_test; imagefolder: data.test_root); or set eval.data to evaluate on other data")
+    if require_test and recipe.eval.data is not None and build_data(recipe.eval.data).test is None:
+        raise UserError(f"eval.data (source {recipe.eval.data.source}) has no test split to evaluate on")
+    _prepare_run_dir(run_dir, resume, overwrite)
     if launch_rank_zero():
         recipe.save(run_dir / "recipe.yaml")
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
 
-    data = build_data(recipe.data)
     backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
     method.joint_views = recipe.trainer.joint_views
@@ -358,7 +370,7 @@ def run(
     overwrite: bool = False,
 ) -> RunResult:
     """Pretrain, then evaluate (the recipe's ``eval`` section), then export (its ``export`` section)."""
-    res = pretrain(recipe, overrides, resume=resume, overwrite=overwrite)
+    res = pretrain(recipe, overrides, resume=resume, overwrite=overwrite, require_test=True)
     recipe = load_recipe(res.run_dir / "recipe.yaml")
     if not launch_rank_zero():  # DDP workers stop after training; rank 0 evaluates
         return res

@@ -133,3 +133,22 @@ def test_vae_writes_reconstruction_and_sample_grids_and_exports_the_mean(quiet):
     assert (res.run_dir / "plots" / "samples_epoch001.png").is_file()
     enc = load_encoder(res.run_dir)
     assert enc.embed_dim == 12 and json.loads((res.run_dir / "encoder.json").read_text())["head"] == {"in_features": 128, "out_features": 12}
+
+
+def test_run_without_a_test_split_fails_before_training(quiet, tmp_path: Path):
+    import numpy as np
+
+    path = tmp_path / "train_only.npz"
+    np.savez(path, x_train=np.zeros((64, 8, 8), np.uint8), y_train=np.arange(64) % 2)
+    with pytest.raises(UserError, match="no test split, which the evaluation after pretraining needs"):
+        run({**SMALL, "data": {"source": "npz", "path": str(path), "batch_size": 32}}, quiet)
+    assert not (tmp_path / "runs" / "t").exists()  # nothing trained, nothing written
+    pretrain({**SMALL, "data": {"source": "npz", "path": str(path), "batch_size": 32}, "trainer": {"max_epochs": 1}}, quiet)  # pretrain alone is fine
+
+
+def test_overwrite_with_bad_data_keeps_the_existing_run(quiet, tmp_path: Path):
+    res = pretrain({**SMALL, "trainer": {"max_epochs": 1}}, quiet)
+    before = (res.run_dir / "encoder.safetensors").read_bytes()
+    with pytest.raises(UserError, match="no such file"):
+        pretrain({**SMALL, "data": {"source": "npz", "path": str(tmp_path / "missing.npz")}}, quiet, overwrite=True)
+    assert (res.run_dir / "encoder.safetensors").read_bytes() == before

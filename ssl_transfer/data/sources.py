@@ -85,12 +85,35 @@ def load_npz(cfg: "DataConfig") -> RawData:
         raise DataError(f"data.path: {str(path)!r} has no x_train array (has: {', '.join(arrays)})")
 
     def split(prefix: str) -> ArrayDataset | None:
-        if f"x_{prefix}" not in arrays:
+        xk, yk = f"x_{prefix}", f"y_{prefix}"
+        if xk not in arrays:
+            if yk in arrays:
+                raise DataError(f"data.path={path}: has {yk} but no {xk}")
             return None
-        y = arrays.get(f"y_{prefix}")
-        return ArrayDataset(to_nchw_uint8(arrays[f"x_{prefix}"]), None if y is None else torch.as_tensor(y.astype(np.int64)))
+        try:
+            x = to_nchw_uint8(arrays[xk])
+        except ValueError as e:
+            raise DataError(f"data.path={path}: {xk}: {e}") from None
+        y = arrays.get(yk)
+        return ArrayDataset(x, None if y is None else _npz_labels(y, yk, xk, len(x), path))
 
     return RawData(split("train"), split("test"))  # type: ignore[arg-type]
+
+
+def _npz_labels(y: np.ndarray, yk: str, xk: str, n: int, path: Path) -> torch.Tensor:
+    """``y`` as int64 labels for ``n`` images: one integer per image, >= 0, or -1 for an unlabeled image."""
+    where = f"data.path={path}: {yk}"
+    if y.ndim != 1:
+        raise DataError(f"{where} has shape {y.shape}; labels are one integer per image (N,)")
+    if len(y) != n:
+        raise DataError(f"{where} has {len(y)} labels but {xk} has {n} images; they must be the same length")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{where} has dtype {y.dtype} with non-integer values; labels are integers (>= 0, or -1 for unlabeled)")
+    labels = torch.as_tensor(y.astype(np.int64))
+    if len(labels) and int(labels.min()) < -1:
+        raise DataError(f"{where} has label {int(labels.min())}; labels are >= 0, or -1 for an unlabeled image")
+    return labels
 
 
 def _torchvision(cls_name: str, cfg: "DataConfig", **kwargs) -> object:

@@ -45,6 +45,26 @@ def test_npz_missing_and_damaged(tmp_path: Path):
         build_data(data_cfg(source="npz", path=str(bad)))
 
 
+@pytest.mark.parametrize("arrays,message", [
+    ({"y_train": np.zeros(299, np.int64)}, "y_train has 299 labels but x_train has 300 images"),
+    ({"y_train": np.full(300, -2, np.int64)}, "y_train has label -2; labels are >= 0, or -1"),
+    ({"y_train": np.full(300, 0.5)}, "y_train has dtype float64 with non-integer values"),
+    ({"y_train": np.zeros((300, 2), np.int64)}, r"y_train has shape \(300, 2\); labels are one integer per image"),
+    ({"y_test": np.zeros(5, np.int64)}, "has y_test but no x_test"),
+    ({"x_test": np.zeros((5, 2, 3, 4, 5))}, "x_test: images must be"),
+])
+def test_npz_with_inconsistent_arrays_is_one_line_naming_the_array(tmp_path: Path, capsys, arrays: dict, message: str):
+    from ssl_transfer.cli import main
+
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((300, 8, 8), np.uint8), **arrays)
+    with pytest.raises(DataError, match=message):
+        build_data(data_cfg(source="npz", path=str(path)))
+    assert main(["pretrain", "quickstart", "data.source=npz", f"data.path={path}", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ssl-transfer: error:") and "Traceback" not in err[0]
+
+
 @pytest.mark.skipif(not (SHARED / "mnist.npz").is_file(), reason="shared datasets not present")
 def test_real_mnist_npz_with_resize_and_rgb():
     d = build_data(data_cfg(source="npz", path=str(SHARED / "mnist.npz"), limit_train=500, image_size=16, channels=3))
