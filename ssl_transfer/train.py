@@ -28,7 +28,7 @@ from ssl_transfer.export import default_export_path, encoder_meta, export_encode
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
-from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint, resume_checkpoint
 from ssl_transfer.training.stop import StopOnSignal, signal_name
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
@@ -103,7 +103,7 @@ def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
         return run_dir
     ckpt = last_checkpoint(run_dir)
     if resume:
-        if not ckpt.is_file():
+        if not ckpt.is_file() and not ckpt.with_name("previous.ckpt").is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}")
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")
@@ -217,6 +217,8 @@ def pretrain(
     """
     recipe = _as_recipe(recipe, overrides)
     run_dir = _check_run_dir(recipe, resume, overwrite)
+    # verified before any work; previous.ckpt (with a warning) when last.ckpt is damaged
+    resume_from, resume_step = resume_checkpoint(last_checkpoint(run_dir)) if resume else (None, 0)
     data = build_data(recipe.data)  # bad data fails here, before an existing run dir is touched
     if require_test and data.test is None and recipe.eval.data is None:
         raise UserError(f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
@@ -261,8 +263,7 @@ def pretrain(
         callbacks = [monitor, *(callbacks or [])]
     ckpt_path = last_checkpoint(run_dir)
     if resume and launch_rank_zero():
-        step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
-        truncate_after(run_dir / "metrics.jsonl", step)  # records past the checkpoint will be logged again
+        truncate_after(run_dir / "metrics.jsonl", resume_step)  # records past the checkpoint will be logged again
     trainer = build_trainer(recipe, run_dir, callbacks=callbacks, precision=precision)
     try:
         with warnings.catch_warnings():
@@ -270,7 +271,7 @@ def pretrain(
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             # our sampler's position is in the checkpoint (PretrainModule), which Lightning cannot see
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(ckpt_path) if resume else None)
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume else None)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
     except SystemExit:  # Lightning's SIGTERMException after the step in flight

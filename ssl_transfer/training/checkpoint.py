@@ -1,11 +1,14 @@
 """Checkpoints: atomic writes (temp file, fsync, rename), ``weights_only=True`` loads, and when to write.
 
 ``last.ckpt`` is rewritten at every epoch end and, mid-epoch, every N optimizer steps and/or every M
-minutes; it holds everything an exact resume needs (see :mod:`ssl_transfer.training.module`).
+minutes; it holds everything an exact resume needs (see :mod:`ssl_transfer.training.module`). The one it
+replaces is kept as ``previous.ckpt``, so that a ``last.ckpt`` damaged after it was written (a full disk, a
+partial copy) still leaves a checkpoint to resume from: :func:`resume_checkpoint` verifies and falls back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -15,6 +18,11 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ssl_transfer.errors import UserError
+
+log = logging.getLogger("ssl_transfer")
+LAST, PREVIOUS = "last.ckpt", "previous.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,6 +37,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            if path.name == LAST and path.is_file():
+                os.replace(path, path.with_name(PREVIOUS))  # keep the last good one until the new one is in place
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -78,3 +88,30 @@ class LastCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)  # the full training state, not weights only
         self._last_save = time.monotonic()
         self.saved_step = trainer.global_step
+
+
+def _loads(path: Path) -> dict[str, Any] | str:
+    """The checkpoint at ``path``, or why it does not load (one line)."""
+    if not path.is_file():
+        return "missing"
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bad pickle, I/O error
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
+        return "not a training checkpoint (no state_dict / global_step)"
+    return ckpt
+
+
+def resume_checkpoint(last: Path) -> tuple[Path, int]:
+    """The checkpoint to resume from and its global step: ``last`` when it loads, else ``previous.ckpt`` beside it
+    with a warning naming both; a :class:`UserError` naming both when neither loads."""
+    got = _loads(last)
+    if isinstance(got, dict):
+        return last, int(got["global_step"])
+    previous = last.with_name(PREVIOUS)
+    prev = _loads(previous)
+    if isinstance(prev, dict):
+        log.warning("%s does not load (%s); resuming from %s (step %d) instead", last, got, previous, int(prev["global_step"]))
+        return previous, int(prev["global_step"])
+    raise UserError(f"--resume: {last} does not load ({got}) and neither does {previous} ({prev}); start again with --overwrite")
