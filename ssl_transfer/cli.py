@@ -190,6 +190,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-transfer", description="Self-supervised pretraining, evaluation and export of image encoders.")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no progress bar or epoch lines")
+    talk.add_argument("-v", "--verbose", action="store_true", help="also Lightning's own info lines and the model summary")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("pretrain", "pretrain an encoder from a recipe; writes runs/<name>/", cmd_pretrain),
@@ -242,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    if args.quiet or args.verbose:
+        from ssl_transfer.training.console import set_verbosity
+
+        set_verbosity(0 if args.quiet else 2)
     try:
         return args.fn(args)
     except UserError as e:

@@ -28,6 +28,7 @@ from ssl_transfer.export import default_export_path, encoder_meta, export_encode
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
+from ssl_transfer.training.console import EpochLine, on_terminal, set_verbosity, verbosity
 from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint, resume_checkpoint
 from ssl_transfer.training.stop import StopOnSignal, signal_name
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
@@ -151,6 +152,7 @@ class _NoAdverts(logging.Filter):
 
 for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_NoAdverts())
+set_verbosity(verbosity())  # Lightning's device/precision banners only with -v
 
 
 def build_trainer(
@@ -175,6 +177,9 @@ def build_trainer(
 
         strategy = DDPStrategy(find_unused_parameters=False)
     checkpoint = LastCheckpoint(last_checkpoint(run_dir), t.checkpoint_every_n_steps, t.checkpoint_every_minutes)
+    show = t.progress_bar and verbosity() > 0
+    bar = show and on_terminal()  # a file or a pipe gets one line per epoch instead of bar redraws
+    callbacks = [checkpoint, StopOnSignal(checkpoint), *(callbacks or []), *([EpochLine()] if show and not bar else [])]
     return pl.Trainer(
         default_root_dir=str(run_dir),
         max_epochs=max_epochs or t.max_epochs,
@@ -186,11 +191,11 @@ def build_trainer(
         precision=precision,
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=t.progress_bar,
+        enable_progress_bar=bar,
+        enable_model_summary=verbosity() >= 2,
         deterministic=t.deterministic,
         sync_batchnorm=t.sync_batchnorm,
-        callbacks=[checkpoint, StopOnSignal(checkpoint), *(callbacks or [])],
+        callbacks=callbacks,
         enable_checkpointing=False,  # Lightning's own ModelCheckpoint: LastCheckpoint replaces it
         logger=_loggers(recipe, run_dir),
         plugins=[AtomicCheckpointIO()],
@@ -269,6 +274,7 @@ def pretrain(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs torch 2.14
             # our sampler's position is in the checkpoint (PretrainModule), which Lightning cannot see
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume else None)

@@ -62,3 +62,20 @@ def test_evaluate_command_on_a_run_dir(tmp_path: Path):
     assert "| knn |" in r.stdout and (res.run_dir / "eval" / "eval.json").is_file()
     bad = cli("evaluate", str(res.run_dir), "--labels-per-class", "five")
     assert bad.returncode == 2 and "--labels-per-class" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_piped_output_of_run_quickstart_is_short_and_readable(tmp_path: Path):
+    """No Lightning banners or model-summary table; one line per epoch (loss, img/s, data wait, monitored kNN)."""
+    cmd = [sys.executable, "-m", "ssl_transfer", "run", "quickstart", f"output_dir={tmp_path}", "logging.wandb=disabled"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    assert len(lines) < 40, "\n".join(lines)
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    assert len(epochs) == 15 and all("img/s" in ln and "data wait" in ln and "monitored kNN" in ln for ln in epochs)
+    text = "\n".join(lines)
+    for noise in ("GPU available", "Total params", "model summary", "LeafSpec", "Tip:", "it/s"):
+        assert noise not in text
+    quiet = subprocess.run([*cmd[:3], "-q", *cmd[3:], "name=q"], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and not any(ln.startswith("epoch ") for ln in quiet.stdout.splitlines())
