@@ -92,6 +92,9 @@ class OptimConfig(StrictModel):
     )
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
+    trust_coefficient: Annotated[float, Field(gt=0)] = Field(
+        0.001, description="lars: each layer's step is lr x trust_coefficient x |w| / |g| (norms and biases, which get no weight decay, are not adapted)"
+    )
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear warm-up length in epochs (a warm-up of half the run or more is warned about; one of the whole run is cut to half)")

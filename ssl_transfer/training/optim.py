@@ -54,7 +54,7 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | No
     if cfg.optimizer == "lars":
         from lightly.utils.lars import LARS
 
-        return LARS(params, lr=lr, momentum=cfg.momentum)
+        return LARS(params, lr=lr, momentum=cfg.momentum, trust_coefficient=cfg.trust_coefficient)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")  # unreachable: the schema restricts the names
 
 

@@ -121,3 +121,15 @@ def test_finetune_schedule_follows_the_same_rule(caplog):
         res = finetune(enc, 8, data, data, lambda x: x, 2, epochs=2, warmup_epochs=5, batch_size=32, min_steps=4)
     assert res["steps"] == 4
     assert any("eval.finetune.warmup_epochs=5" in r.getMessage() and "first half (2 steps)" in r.getMessage() for r in caplog.records)
+
+
+def test_lars_trust_coefficient_from_the_recipe_and_norms_not_adapted():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
+    opt = build_optimizer(model, OptimConfig(optimizer="lars", lr=1.0, momentum=0.0, weight_decay=1e-4, trust_coefficient=0.02))
+    assert {g["trust_coefficient"] for g in opt.param_groups} == {0.02}
+    w = model[0].weight
+    before = w.detach().clone()
+    model(torch.randn(16, 4)).pow(2).sum().backward()
+    opt.step()
+    # the layer moves by lr x trust x |w| (the gradient's scale cancels out)
+    assert (w.detach() - before).norm().item() == pytest.approx(0.02 * before.norm().item(), rel=0.02)
