@@ -7,12 +7,16 @@ Public API (imported lazily so that ``import ssl_transfer`` stays light)::
     enc = ssl_transfer.load_encoder(result.run_dir)  # nn.Module with .embed_dim, .preprocess, .embed()
     ssl_transfer.export_encoder(result.run_dir, "onnx", "encoder.onnx")  # or torchscript, timm, safetensors
 
-Importing the package registers the small CNNs (cnn_tiny, cnn_small, cnn_base) as timm models, so that
-timm exports of them load with ``timm.create_model``.
+Importing the package registers the small CNNs and CIFAR ResNets (cnn_tiny, cnn_small, cnn_base,
+resnet18_cifar, resnet50_cifar) as timm models, so that timm exports of them load with ``timm.create_model``;
+the registration runs when timm is imported (now if it already is), so ``import ssl_transfer`` itself loads
+neither torch nor timm.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -30,10 +34,47 @@ _API = {
 
 __all__ = list(_API)
 
-try:
-    import ssl_transfer.timm_models  # noqa: F401  (timm.create_model("cnn_tiny", ...) for exported small CNNs)
-except ImportError:  # timm missing: the rest of the package reports it where it is needed
-    pass
+
+
+def _register_with_timm() -> None:
+    try:
+        import ssl_transfer.timm_models  # noqa: F401  (timm.create_model("cnn_tiny", ...) for exported small CNNs)
+    except ImportError:  # timm missing: the rest of the package reports it where it is needed
+        pass
+
+
+class _AfterTimmImport:
+    """A meta-path finder that runs :func:`_register_with_timm` right after ``timm`` is first imported, so that
+    ``import ssl_transfer`` stays light (no torch, no timm: the CLI's ``-h`` starts at once) and still makes
+    ``timm.create_model("cnn_tiny")`` work whenever timm is imported, before or after us."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "timm":
+            return None
+        import importlib.machinery
+
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+
+        class _Loader(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                _register_with_timm()
+
+        spec.loader = _Loader()
+        return spec
+
+
+if "timm" in sys.modules:
+    _register_with_timm()
+elif not any(isinstance(f, _AfterTimmImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterTimmImport())  # type: ignore[arg-type]
 
 
 def __getattr__(name: str) -> Any:

@@ -79,3 +79,14 @@ def test_piped_output_of_run_quickstart_is_short_and_readable(tmp_path: Path):
         assert noise not in text
     quiet = subprocess.run([*cmd[:3], "-q", *cmd[3:], "name=q"], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0 and not any(ln.startswith("epoch ") for ln in quiet.stdout.splitlines())
+
+
+def test_help_starts_without_torch_and_timm_still_finds_our_models():
+    """`ssl-transfer -h` imports neither torch nor timm (it starts in well under a second); the small CNNs are
+    registered with timm whenever timm is imported, before or after the package."""
+    code = "import sys, ssl_transfer.cli as c; c.build_parser(); assert 'torch' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+    for order in ("import ssl_transfer, timm", "import timm, ssl_transfer"):
+        code = f"{order}; m = timm.create_model('cnn_tiny', num_classes=0); assert type(m).__name__ == 'TimmSmallCNN'"
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-1000:]
