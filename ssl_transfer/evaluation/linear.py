@@ -3,7 +3,7 @@ L-BFGS, its regularisation chosen on a stratified validation split (the protocol
 
 Features are standardised with the training mean/std. The objective is the mean cross-entropy plus
 ``l2 / 2 * ||W||^2`` (bias not penalised); scikit-learn's ``LogisticRegression(C)`` is the same problem at
-``l2 = 1 / (C * N)``. The search climbs from the middle of the range towards better validation accuracy, each fit
+``l2 = 1 / (C * N)``. The search climbs from the value of scikit-learn's default C = 1 towards better validation accuracy, each fit
 warm-started from its neighbour's solution. When the best value is at an edge of the range, the range is
 extended once by ``extend_steps`` decades in that direction and the result says so.
 
@@ -25,6 +25,7 @@ from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.subsets import stratified_split
 
 DEFAULT_L2 = tuple(10.0 ** e for e in range(-7, 0))  # 1e-7 ... 1e-1
+SWEEP_TOL = 1e-3  # the sweep ranks penalties by validation accuracy, which settles long before the weights do
 
 
 def fit_logistic(
@@ -72,13 +73,14 @@ def _acc(clf: nn.Linear, x: Tensor, y: Tensor) -> tuple[float, float]:
 
 
 def _climb(x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, num_classes: int, grid: list[float], max_iter: int,
-           fitted: dict[float, tuple[float, nn.Linear]], start: int) -> int:
+           fitted: dict[float, tuple[float, nn.Linear]], start: int, tol: float = SWEEP_TOL) -> int:
     """Hill-climb over ``grid`` (ascending) from index ``start``: fit the neighbours of the best point so far
-    (warm-started from it) until neither beats it on validation (ties go to the stronger penalty). Fits are
-    cached in ``fitted`` (l2 -> (val top-1, model)). Returns the best index."""
+    (warm-started from it) until neither beats it on validation (ties go to the stronger penalty), each fit to
+    ``tol``; the final refit on all data runs to the full tolerance. Fits are cached in ``fitted``
+    (l2 -> (val top-1, model)). Returns the best index."""
     def fit(j: int, init: nn.Linear | None) -> None:
         if grid[j] not in fitted:
-            clf = fit_logistic(x, y, num_classes, grid[j], max_iter, init=init)
+            clf = fit_logistic(x, y, num_classes, grid[j], max_iter, tol=tol, init=init)
             fitted[grid[j]] = (_acc(clf, xv, yv)[0], clf)
 
     def key(j: int) -> tuple[float, float]:
@@ -110,7 +112,7 @@ def linear_probe(
     """Top-1/top-5 test accuracy of a linear classifier on standardised frozen features (N, D) with labels (N,).
 
     Penalties from ``l2s`` are fit on the train part of a stratified split and scored on its val part, climbing
-    from the middle of the range towards better validation accuracy until neither neighbour is better (ties go
+    from scikit-learn's default (l2 = 1/N) towards better validation accuracy until neither neighbour is better (ties go
     to the stronger penalty; validation accuracy is close to unimodal in the penalty, and this fits 3-5 values
     instead of all); the best is refit on all training features, warm-started. A best value at an edge of the
     range extends it once by ``extend_steps`` decades in that direction. With fewer than 2 labels in some class there
@@ -134,7 +136,9 @@ def linear_probe(
     else:
         tr, va = split
         fitted: dict[float, tuple[float, nn.Linear]] = {}
-        i = _climb(x[tr], y[tr], x[va], y[va], num_classes, grid, max_iter, fitted, len(grid) // 2)
+        # start at scikit-learn's default (C = 1, i.e. l2 = 1/N), where the best value usually lies
+        start = min(range(len(grid)), key=lambda j: abs(math.log(grid[j] * len(tr))))
+        i = _climb(x[tr], y[tr], x[va], y[va], num_classes, grid, max_iter, fitted, start)
         if len(grid) > 1 and i in (0, len(grid) - 1) and extend_steps > 0:
             low, edge = i == 0, grid[i]
             extended = "down" if low else "up"
