@@ -33,9 +33,11 @@ def test_every_method_has_a_protocol_recipe_with_lightlys_settings():
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_protocol_recipe_trains_a_short_cpu_epoch_on_the_subset(name, quiet):
     overrides = [*quiet, "data.source=npz", f"data.path={SUBSET}", "data.limit_train=128", "data.batch_size=64",
-                 "trainer.max_epochs=1", "logging.plots=false", "monitor.val_samples=64", "trainer.precision=32-true",
-                 "optim.warmup_epochs=1"]  # two steps at the full lr of batch 512 can blow BatchNorm statistics up
-    res = pretrain(name, overrides)
+                 "trainer.max_epochs=1", "logging.plots=false", "monitor.val_samples=64", "trainer.precision=32-true"]
+    recipe = load_recipe(name, overrides)
+    # two steps at the full lr of batch 512 can blow BatchNorm statistics up: a tenth of it, no warm-up
+    optim = recipe.optim.model_copy(update={"lr": recipe.optim.lr / 10, "warmup_epochs": 0.0, "warmup_fraction": None})
+    res = pretrain(recipe.model_copy(update={"optim": optim}))
     assert torch.isfinite(torch.tensor(res.metrics["train/loss_epoch"]))
     enc = load_encoder(res.run_dir)
     assert enc.embed(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape == (2, enc.embed_dim)
