@@ -30,10 +30,15 @@ def machine() -> str:
 
 
 def git_rev() -> str:
+    """The commit, with ``-dirty`` when tracked code differs from it (benchmark outputs themselves do not count:
+    a run that updates a results store is still a run of a clean commit)."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results",
+                                  ":!benchmarks/RESULTS.md", ":!benchmarks/*.png"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{rev}-dirty" if changed else rev
 
 
 def save_json(path: Path, obj: object) -> None:
