@@ -35,7 +35,6 @@ _API = {
 __all__ = list(_API)
 
 
-
 def _register_with_timm() -> None:
     try:
         import ssl_transfer.timm_models  # noqa: F401  (timm.create_model("cnn_tiny", ...) for exported small CNNs)

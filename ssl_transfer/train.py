@@ -29,7 +29,7 @@ from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
 from ssl_transfer.training.console import EpochLine, on_terminal, set_verbosity, verbosity
-from ssl_transfer.training.checkpoint import AtomicCheckpointIO, LastCheckpoint, resume_checkpoint
+from ssl_transfer.training.checkpoint import PREVIOUS, AtomicCheckpointIO, LastCheckpoint, resume_checkpoint
 from ssl_transfer.training.stop import StopOnSignal, signal_name
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
@@ -104,7 +104,7 @@ def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
         return run_dir
     ckpt = last_checkpoint(run_dir)
     if resume:
-        if not ckpt.is_file() and not ckpt.with_name("previous.ckpt").is_file():
+        if not ckpt.is_file() and not ckpt.with_name(PREVIOUS).is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}")
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")

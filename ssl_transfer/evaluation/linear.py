@@ -153,5 +153,3 @@ def linear_probe(
             "at_edge": best in (grid[0], grid[-1]) and len(grid) > 1, "sweep": sweep, "n_train": len(y),
             "n_test": len(test_labels), "solver": f"lbfgs, tol 1e-4, max_iter {max_iter}", "seconds": round(time.perf_counter() - t0, 3),
             "sklearn_C": 1.0 / (best * len(y)) if len(y) else math.nan}
-
-
