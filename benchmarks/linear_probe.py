@@ -158,7 +158,8 @@ def main() -> None:
         print(r, flush=True)
     store = {"machine": machine(), "git": git_rev(), "rows": rows}
     save_json(STORE, store)
-    cmd = "python benchmarks/linear_probe.py " + " ".join(f"--case {c}" for c in args.case) + (" --skip-before" if args.skip_before else "")
+    cmd = ("python benchmarks/linear_probe.py " + " ".join(f"--case {c}" for c in args.case)
+           + (f" --data-dir {args.data_dir}" if args.data_dir != ap.get_default("data_dir") else "") + (" --skip-before" if args.skip_before else ""))
     render(store, cmd)
     print_section("linear_probe")
 
