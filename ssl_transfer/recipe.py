@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import core_schema
 
-from ssl_transfer.data.views import AugmentConfig
+from ssl_transfer.data.augment_spec import AugmentConfig
 from ssl_transfer.errors import UserError
-from ssl_transfer.methods import METHODS
-from ssl_transfer.schema import StrictModel
+from ssl_transfer.schema import MethodConfig, StrictModel
 
 RECIPE_DIRS = (Path(__file__).parent / "recipes", Path(__file__).parent.parent / "recipes")
 
@@ -206,7 +207,36 @@ class ExportConfig(StrictModel):
     )
 
 
-MethodSection = Annotated[Union[tuple(METHODS.get(n).config_cls for n in METHODS)], Field(discriminator="name")]
+def _methods() -> Any:
+    """The method registry, imported on first use (the methods import lightly; the schema must not)."""
+    from ssl_transfer.methods import METHODS
+
+    return METHODS
+
+
+@functools.cache
+def _method_adapter() -> TypeAdapter:
+    """Validator of the ``method`` section: the registered methods' config classes, told apart by ``name``."""
+    classes = tuple(_methods().get(n).config_cls for n in _methods())
+    return TypeAdapter(Annotated[Union[classes], Field(discriminator="name")])
+
+
+def _method_tags() -> dict[str, type[BaseModel]]:
+    return {n: _methods().get(n).config_cls for n in _methods()}
+
+
+class _RegisteredMethod:
+    """Marks the ``method`` field: validated against the registry at validation time, not at import."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            lambda value: _method_adapter().validate_python(value),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda m, info: m.model_dump(mode=info.mode), info_arg=True),
+        )
+
+
+MethodSection = Annotated[MethodConfig, _RegisteredMethod]
 
 
 class Recipe(StrictModel):
@@ -217,7 +247,7 @@ class Recipe(StrictModel):
     output_dir: str = Field("runs", description="run dirs are created as <output_dir>/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    method: MethodSection = Field(default_factory=lambda: METHODS.get("ae").config_cls())
+    method: MethodSection = Field(default_factory=lambda: _method_tags()["ae"](), description="the pretext method (name) and its settings")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -349,6 +379,13 @@ def _unwrap(annotation: Any) -> Any:
     return None
 
 
+def _field_node(info: Any) -> Any:
+    """What a field holds, for error messages: see _unwrap; the method section gives its {name: config} dict."""
+    if _RegisteredMethod in info.metadata:
+        return _method_tags()
+    return _unwrap(info.annotation)
+
+
 def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
     """Follow a pydantic error location through the schema: (displayed dotted path, model at its parent)."""
     shown: list[str] = []
@@ -362,7 +399,7 @@ def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
         shown.append(str(part))
         parent = node
         if isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
-            node = _unwrap(node.model_fields[part].annotation)
+            node = _field_node(node.model_fields[part])
         else:
             node = None
     return shown, parent
@@ -373,7 +410,7 @@ def _nested_match(parent: Any, shown: list[str]) -> list[str]:
     if not (isinstance(parent, type) and issubclass(parent, BaseModel)):
         return []
     for key, f in parent.model_fields.items():
-        sub = _unwrap(f.annotation)
+        sub = _field_node(f)
         if isinstance(sub, type) and issubclass(sub, BaseModel) and shown[-1] in sub.model_fields:
             return [".".join([*shown[:-1], key, shown[-1]])]
     return []
@@ -397,9 +434,9 @@ def format_validation_error(err: ValidationError) -> str:
             hint = f"did you mean {close[0]!r}? " if close else ""
             parts.append(f"{field}: unknown key ({hint}allowed: {', '.join(allowed)})")
         elif kind == "union_tag_invalid":
-            parts.append(f"{field}.name: {METHODS.unknown_message(e['ctx']['tag'])}")
+            parts.append(f"{field}.name: {_methods().unknown_message(e['ctx']['tag'])}")
         elif kind == "union_tag_not_found":
-            parts.append(f"{field}.name: missing; choose one of {', '.join(METHODS.names())}")
+            parts.append(f"{field}.name: missing; choose one of {', '.join(_methods().names())}")
         elif kind == "value_error":
             msg = str(e["ctx"]["error"]) if "ctx" in e else e["msg"]
             parts.append(msg if msg.startswith(field + ".") else f"{field}: {msg}")

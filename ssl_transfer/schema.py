@@ -1,8 +1,10 @@
-"""Base class for every recipe section: strict, typo-proof pydantic models."""
+"""Bases of every recipe section: strict, typo-proof pydantic models (pydantic only, no implementation)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
@@ -11,3 +13,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, allow_inf_nan=False, protected_namespaces=()
     )
+
+
+class MethodConfig(StrictModel):
+    """Base of each method's recipe section; subclasses fix ``name`` to a Literal and add their fields."""
+
+    name: str
+
+
+class ProjectedConfig(MethodConfig):
+    """Fields shared by methods with a projection MLP after the encoder (sizes for small CNNs by default)."""
+
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = 512
+    proj_out_dim: Annotated[int, Field(gt=0)] = 128

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,11 @@ def test_recipes_never_construct_python_objects(tmp_path: Path, capfd):
     with pytest.raises(RecipeError):
         load_recipe(None, ["name=!!python/object/apply:os.system [echo hacked]"])
     assert "hacked" not in capfd.readouterr().out
+
+
+def test_schema_imports_no_implementation():
+    """The config layer is pydantic only: importing it loads no torch, lightly, kornia, timm or faiss
+    (the method registry is imported when a recipe is validated, not before)."""
+    code = "import sys, ssl_transfer.recipe; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightly', 'kornia', 'timm', 'faiss'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout

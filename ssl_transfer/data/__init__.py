@@ -1,150 +1,31 @@
-"""Data: sources by name, uint8 datasets, per-channel statistics and batched augmentations."""
+"""Data: sources by name, uint8 datasets, per-channel statistics and batched augmentations.
+
+Names are imported on first use (PEP 562), so the recipe schema can import ``ssl_transfer.data.augment_spec``
+without torch, kornia or the data sources.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-import torch
-from torch.utils.data import DataLoader
-
-from ssl_transfer.data.datasets import ArrayDataset, FileDataset, collate_batch, convert_channels, resize_uint8
-from ssl_transfer.data.sampler import GlobalBatchSampler
-from ssl_transfer.data.sources import SOURCES, DataError
+import importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ssl_transfer.recipe import DataConfig
+    from ssl_transfer.data.loading import DataBundle, build_data, make_loader, make_train_loader, resolve_workers
+    from ssl_transfer.data.sources import SOURCES, DataError
 
-__all__ = ["DataBundle", "build_data", "make_loader", "make_train_loader", "resolve_workers", "SOURCES", "DataError"]
-
-
-@dataclass
-class DataBundle:
-    """Train/test datasets plus what an encoder needs to know about its inputs."""
-
-    train: ArrayDataset | FileDataset
-    test: ArrayDataset | FileDataset | None
-    channels: int
-    image_size: tuple[int, int]
-    mean: list[float]
-    std: list[float]
-    num_classes: int | None
-    classes: list[str] | None
-    source: str
-    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # unreadable images left out: (path, reason)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (self.channels, *self.image_size)
-
-    def describe(self) -> dict:
-        """Plain-data summary stored with runs and exported encoders."""
-        return {
-            "source": self.source,
-            "input_shape": list(self.input_shape),
-            "mean": self.mean,
-            "std": self.std,
-            "num_classes": self.num_classes,
-            "classes": self.classes,
-            "train_size": len(self.train),
-            "test_size": len(self.test) if self.test is not None else 0,
-            "skipped_files": len(self.skipped_files),
-        }
+_LAZY = {
+    "DataBundle": "ssl_transfer.data.loading",
+    "build_data": "ssl_transfer.data.loading",
+    "make_loader": "ssl_transfer.data.loading",
+    "make_train_loader": "ssl_transfer.data.loading",
+    "resolve_workers": "ssl_transfer.data.loading",
+    "SOURCES": "ssl_transfer.data.sources",
+    "DataError": "ssl_transfer.data.sources",
+}
+__all__ = list(_LAZY)
 
 
-def _prepare_arrays(ds: ArrayDataset, cfg: "DataConfig") -> ArrayDataset:
-    x = ds.images
-    if cfg.channels:
-        x = convert_channels(x, cfg.channels)
-    if cfg.image_size:
-        x = resize_uint8(x, (cfg.image_size, cfg.image_size))
-    return ArrayDataset(x, ds.labels)
-
-
-def channel_stats(ds: ArrayDataset | FileDataset, max_files: int = 2000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units: exact for arrays, from up to ``max_files`` evenly spread files."""
-    if isinstance(ds, ArrayDataset):
-        x = ds.images
-        n, c = x.shape[:2]
-        s = torch.zeros(c, dtype=torch.float64)
-        s2 = torch.zeros(c, dtype=torch.float64)
-        for i in range(0, n, 8192):
-            chunk = x[i : i + 8192].to(torch.float64) / 255.0
-            s += chunk.sum(dim=(0, 2, 3))
-            s2 += (chunk**2).sum(dim=(0, 2, 3))
-        count = n * x.shape[2] * x.shape[3]
-    else:
-        step = max(1, len(ds) // max_files)
-        imgs = torch.stack([ds[i][0] for i in range(0, len(ds), step)]).to(torch.float64) / 255.0
-        s, s2 = imgs.sum(dim=(0, 2, 3)), (imgs**2).sum(dim=(0, 2, 3))
-        count = imgs.shape[0] * imgs.shape[2] * imgs.shape[3]
-    mean = s / count
-    std = (s2 / count - mean**2).clamp_min(1e-12).sqrt()
-    return [round(float(m), 6) for m in mean], [round(max(float(v), 1e-3), 6) for v in std]
-
-
-def build_data(cfg: "DataConfig") -> DataBundle:
-    """Load the recipe's data source, convert channels/size, apply ``limit_train`` and compute normalisation."""
-    raw = SOURCES.get(cfg.source).load(cfg)
-    train, test = raw.train, raw.test
-    if isinstance(train, ArrayDataset):
-        train = _prepare_arrays(train, cfg)
-        test = _prepare_arrays(test, cfg) if isinstance(test, ArrayDataset) else test
-        channels, size = train.images.shape[1], tuple(train.images.shape[2:])
-    else:
-        channels, size = train.channels, train.size
-    if test is not None and isinstance(test, ArrayDataset) and tuple(test.images.shape[1:]) != (channels, *size):
-        raise DataError(f"test images are {tuple(test.images.shape[1:])}, train images {(channels, *size)}; set data.image_size")
-    if cfg.limit_train:
-        train = train.subset(min(cfg.limit_train, len(train)))
-    if len(train) == 0:
-        raise DataError(f"data.source={cfg.source}: the training split is empty")
-    mean, std = channel_stats(train)
-    labels = train.labels.tolist() if isinstance(train, ArrayDataset) else list(train.labels)
-    labelled = [lb for lb in labels if lb >= 0]
-    num_classes = len(raw.classes) if raw.classes else (max(labelled) + 1 if labelled else None)
-    return DataBundle(train, test, int(channels), (int(size[0]), int(size[1])), mean, std, num_classes, raw.classes, cfg.source, raw.skipped)
-
-
-def resolve_workers(ds: ArrayDataset | FileDataset, num_workers: int | str) -> int:
-    """``"auto"``: no workers for in-memory arrays (a batch is one index op), min(8, usable CPUs) for files."""
-    if num_workers != "auto":
-        return int(num_workers)
-    if not isinstance(ds, FileDataset):
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return min(8, cpus)
-
-
-def make_loader(
-    ds: ArrayDataset | FileDataset, batch_size: int, *, shuffle: bool, drop_last: bool, num_workers: int | str = "auto"
-) -> DataLoader:
-    """A DataLoader of (uint8 images (B, C, H, W), int64 labels (B,)); in-memory arrays are gathered per batch,
-    files are decoded in ``num_workers`` processes into pinned memory (when CUDA is there)."""
-    num_workers = resolve_workers(ds, num_workers)
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last and len(ds) >= batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_batch,
-        pin_memory=isinstance(ds, FileDataset) and torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-    )
-
-
-def make_train_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int | str = "auto") -> DataLoader:
-    """The pretraining loader: ``batch_size`` images per rank per step from a seeded, resumable
-    :class:`GlobalBatchSampler` (shuffled each epoch, last partial batch dropped)."""
-    num_workers = resolve_workers(ds, num_workers)
-    return DataLoader(
-        ds,
-        batch_sampler=GlobalBatchSampler(len(ds), batch_size, shuffle=True, drop_last=True, seed=seed),
-        num_workers=num_workers,
-        collate_fn=collate_batch,
-        pin_memory=isinstance(ds, FileDataset) and torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),  # worker seeds; keeps the global RNG out of loader starts
-    )
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ssl_transfer.data import make_loader
-from ssl_transfer.data.views import AugmentConfig, build_augment
+from ssl_transfer.data.augment_spec import AugmentConfig
+from ssl_transfer.data.views import build_augment
 from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.blocks import encoder_blocks
 from ssl_transfer.training.optim import lr_factor, warmup_steps

@@ -7,28 +7,15 @@ The trainer hands a method ``num_views`` augmented, normalised views of a batch 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 from lightly.models.utils import deactivate_requires_grad
 from torch import Tensor, nn
 
-from pydantic import Field
+from ssl_transfer.schema import MethodConfig, ProjectedConfig
 
-from ssl_transfer.schema import StrictModel
-
-
-class MethodConfig(StrictModel):
-    """Base of each method's recipe section; subclasses fix ``name`` to a Literal and add their fields."""
-
-    name: str
-
-
-class ProjectedConfig(MethodConfig):
-    """Fields shared by methods with a projection MLP after the encoder (sizes for small CNNs by default)."""
-
-    proj_hidden_dim: Annotated[int, Field(gt=0)] = 512
-    proj_out_dim: Annotated[int, Field(gt=0)] = 128
+__all__ = ["MethodConfig", "ProjectedConfig", "PretextMethod", "in_fp32", "momentum_copy"]
 
 
 class PretextMethod(nn.Module):

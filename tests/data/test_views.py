@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ssl_transfer.data.views import PRESETS, AugmentConfig, build_augment
+from ssl_transfer.data.augment_spec import PRESETS, AugmentConfig
+from ssl_transfer.data.views import build_augment
 
 
 def test_none_preset_is_identity():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ssl_transfer.backbones import build_backbone
-from ssl_transfer.data.views import AugmentConfig, build_augment
+from ssl_transfer.data.augment_spec import AugmentConfig
+from ssl_transfer.data.views import build_augment
 from ssl_transfer.methods import METHODS, build_method
 
 SHAPE = (1, 8, 8)
