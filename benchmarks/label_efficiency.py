@@ -31,7 +31,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = evaluate(args.encoder, {"source": "npz", "path": "../shared/datasets/mnist.npz"},
                       protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=labels, seeds=seeds,
-                      finetune_strategies=["full"], finetune_epochs=20, out_dir=out)
+                      finetune={"strategies": ["full"], "epochs": 20}, out_dir=out)
     minutes = (time.perf_counter() - t0) / 60
     shutil.copy(out / "label_efficiency.png", Path("benchmarks") / "label_efficiency_mnist.png")
     table = summary_table(result)

@@ -72,6 +72,10 @@ def _print_eval(result: dict) -> None:
     print(summary_table(result))
 
 
+def _str_list(text: str | None) -> list[str] | None:
+    return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+
 def _int_list(text: str, name: str, allow_all: bool = False) -> list:
     out = []
     for part in text.split(","):
@@ -93,6 +97,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ssl_transfer.recipe import load_recipe
 
     run_recipe = Path(args.encoder) / "recipe.yaml"
+    rec = load_recipe(run_recipe) if run_recipe.is_file() else None
     data: dict = {}
     if args.dataset:
         p = Path(args.dataset)
@@ -102,19 +107,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             data = {"source": "imagefolder", "root": str(p)}
         else:
             data = {"source": args.dataset}
-    elif run_recipe.is_file():
-        rec = load_recipe(run_recipe)
+    elif rec is not None:
         data = (rec.eval.data or rec.data).model_dump(mode="json")
     else:
         raise UserError("--dataset is needed unless ENCODER is a run dir (whose recipe names its data)")
     data = load_recipe({"data": data}, [f"data.{o}" for o in args.data]).data.model_dump(mode="json")
     out = Path(args.out) if args.out else (Path(args.encoder) / "eval" if run_recipe.is_file() else Path("eval"))
-    result = evaluate(
-        args.encoder, data, protocols=[p for p in args.protocols.split(",") if p],
-        labels_per_class=_int_list(args.labels_per_class, "labels-per-class", allow_all=True), seeds=_int_list(args.seeds, "seeds"),
-        k=args.k, temperature=args.temperature, finetune_strategies=[s for s in args.finetune.split(",") if s],
-        finetune_epochs=args.epochs, out_dir=out,
-    )
+    given = {
+        "protocols": _str_list(args.protocols),
+        "labels_per_class": _int_list(args.labels_per_class, "labels-per-class", allow_all=True) if args.labels_per_class else None,
+        "seeds": _int_list(args.seeds, "seeds") if args.seeds else None,
+        "knn": {k: v for k, v in (("k", args.k), ("temperature", args.temperature)) if v is not None} or None,
+        "finetune": {k: v for k, v in (("strategies", _str_list(args.finetune)), ("epochs", args.epochs)) if v is not None} or None,
+    }
+    options = rec.eval.model_dump(mode="json", exclude={"data"}) if rec is not None and not args.dataset else {}
+    for key, value in given.items():
+        if value is not None:
+            options[key] = {**options.get(key, {}), **value} if isinstance(value, dict) else value
+    result = evaluate(args.encoder, data, options, out_dir=out)
     _print_eval(result)
     t = result["transfer"]
     if t["resize"] or t["channels"] != "same":
@@ -203,17 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
         _add_run_args(p)
         p.set_defaults(fn=fn)
     p = sub.add_parser("evaluate", help="evaluate any encoder: kNN, linear probe, fine-tuning, scratch, label budgets",
-                       description="Evaluate an encoder (run dir, encoder file, timm:NAME or torchvision:NAME) on a dataset.")
+                       description="Evaluate an encoder (run dir, encoder file, timm:NAME or torchvision:NAME) on a dataset. Options "
+                       "not given come from a run dir's recipe (its eval section), else from the recipe defaults shown.")
     p.add_argument("encoder", help="run dir, encoder.safetensors/.json, timm:NAME or torchvision:NAME")
     p.add_argument("--dataset", help="data source name (see `list datasets`), a .npz file, or an image folder; default: the run's data")
     p.add_argument("--data", nargs="*", default=[], metavar="key=value", help="data section fields, e.g. root=data/cifar10 image_size=32")
-    p.add_argument("--protocols", default="knn,linear", help="comma list of knn, linear, finetune, scratch")
-    p.add_argument("--labels-per-class", default="all", help="comma list of label budgets per class, e.g. 1,10,100,all")
-    p.add_argument("--seeds", default="0", help="comma list of seeds (one label draw and training run per seed)")
-    p.add_argument("--k", type=int, default=20, help="kNN neighbours")
-    p.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature T: weights exp(sim/T)")
-    p.add_argument("--finetune", default="full", help="comma list of fine-tuning strategies: full, head, llrd, freeze:K")
-    p.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (at least 300 steps)")
+    from ssl_transfer.recipe import EvalConfig  # pydantic only: the defaults shown are the schema's
+
+    d = EvalConfig()
+    base = "default"
+    p.add_argument("--protocols", help=f"comma list of knn, linear, finetune, scratch ({base} {','.join(d.protocols)})")
+    p.add_argument("--labels-per-class", help=f"comma list of label budgets per class, e.g. 1,10,100,all ({base} all)")
+    p.add_argument("--seeds", help=f"comma list of seeds, one label draw and training run per seed ({base} {','.join(map(str, d.seeds))})")
+    p.add_argument("--k", type=int, help=f"kNN neighbours ({base} {d.knn.k})")
+    p.add_argument("--temperature", type=float, help=f"kNN vote temperature T: weights exp(sim/T) ({base} {d.knn.temperature})")
+    p.add_argument("--finetune", help=f"comma list of fine-tuning strategies: full, head, llrd, freeze:K ({base} {','.join(d.finetune.strategies)})")
+    p.add_argument("--epochs", type=int, help=f"fine-tuning epochs, at least 300 steps ({base} {d.finetune.epochs})")
     p.add_argument("--out", help="output folder for eval.json and report.md (default: RUN_DIR/eval or ./eval)")
     p.set_defaults(fn=cmd_evaluate)
     p = sub.add_parser("export", help="export an encoder as safetensors, torchscript, pt2, onnx or a timm model folder",

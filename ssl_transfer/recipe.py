@@ -148,8 +148,10 @@ class LoggingConfig(StrictModel):
 
 
 class KNNConfig(StrictModel):
-    k: Annotated[int, Field(gt=0)] = 20
-    temperature: Annotated[float, Field(gt=0)] = 0.07
+    """Weighted kNN on L2-normalised features (FAISS): each of the k nearest training images votes exp(cos/T)."""
+
+    k: Annotated[int, Field(gt=0)] = Field(20, description="neighbours that vote")
+    temperature: Annotated[float, Field(gt=0)] = Field(0.07, description="vote weights exp(similarity / T)")
 
 
 class LinearConfig(StrictModel):
@@ -161,26 +163,30 @@ class LinearConfig(StrictModel):
         "a best value at an edge extends the range once by two decades",
         min_length=1,
     )
-    max_iter: Annotated[int, Field(gt=0)] = Field(1000, description="L-BFGS iterations per fit at most (each stops when its largest gradient entry is below 1e-4)")
+    max_iter: Annotated[int, Field(gt=0)] = Field(1000, description="L-BFGS iterations per fit at most (a fit stops earlier once its largest gradient entry is within scikit-learn's tolerance)")
 
 
 class FinetuneConfig(StrictModel):
+    """Fine-tuning the encoder with a linear head on the labelled training images (AdamW, cosine schedule)."""
+
     strategies: list[Annotated[str, Field(pattern=r"^(full|head|llrd|freeze:\d+)$")]] = Field(
         default_factory=lambda: ["full"], description="full, head (feature extraction), llrd (layer-wise lr decay), freeze:K (first K blocks)"
     )
-    epochs: Annotated[int, Field(gt=0)] = 20
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    layer_decay: Annotated[float, Field(gt=0, le=1)] = 0.75
+    epochs: Annotated[int, Field(gt=0)] = Field(20, description="epochs over the labelled images (at least 300 steps)")
+    lr: Annotated[float, Field(gt=0)] = Field(1e-3, description="peak learning rate of the head (and of the encoder's last block under llrd)")
+    layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(0.75, description="llrd: each earlier block's lr is this times the next one's")
     warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear lr warm-up before the cosine, in epochs (same rule as optim.warmup_epochs)")
 
 
 class EvalConfig(StrictModel):
     """What `ssl-transfer run` evaluates after pretraining, with the one shared evaluator."""
 
-    protocols: list[Literal["knn", "linear", "finetune", "scratch"]] = Field(default_factory=lambda: ["knn"])
+    protocols: list[Literal["knn", "linear", "finetune", "scratch"]] = Field(
+        default_factory=lambda: ["knn", "linear"], description="knn, linear (probe on frozen features), finetune, scratch (same network, random init)"
+    )
     data: DataConfig | None = Field(None, description="evaluate on other data (cross-dataset transfer); default: the pretraining data")
     labels_per_class: list[Annotated[int, Field(gt=0)] | None] = Field(default_factory=lambda: [None], description="label budgets; null = all labels")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], description="one label draw and one training run per seed")
     knn: KNNConfig = Field(default_factory=KNNConfig)
     linear: LinearConfig = Field(default_factory=LinearConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)

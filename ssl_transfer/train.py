@@ -350,13 +350,7 @@ def evaluate_run(run_dir: str | Path, recipe: Recipe) -> dict[str, Any]:
     from ssl_transfer.evaluation.protocol import evaluate
 
     run_dir = Path(run_dir)
-    e = recipe.eval
-    result = evaluate(
-        run_dir, e.data or recipe.data, protocols=e.protocols, labels_per_class=e.labels_per_class, seeds=e.seeds,
-        k=e.knn.k, temperature=e.knn.temperature, finetune_strategies=e.finetune.strategies, finetune_epochs=e.finetune.epochs,
-        finetune_lr=e.finetune.lr, layer_decay=e.finetune.layer_decay,
-        finetune_warmup_epochs=e.finetune.warmup_epochs, linear_l2=e.linear.l2, linear_max_iter=e.linear.max_iter, out_dir=run_dir,
-    )
+    result = evaluate(run_dir, recipe.eval.data or recipe.data, recipe.eval, out_dir=run_dir)
     meta_path = run_dir / "encoder.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = {"data": result["data"]["source"], "summary": result["summary"]}

@@ -24,12 +24,12 @@ from torch import Tensor, nn
 from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.subsets import stratified_split
 
-DEFAULT_L2 = tuple(10.0 ** e for e in range(-7, 0))  # 1e-7 ... 1e-1
+FIT_TOL = 1e-4  # the refit's stopping rule: largest gradient entry (scikit-learn's criterion)
 SWEEP_TOL = 1e-3  # the sweep ranks penalties by validation accuracy, which settles long before the weights do
 
 
 def fit_logistic(
-    x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 1000, tol: float = 1e-4, init: nn.Linear | None = None
+    x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 1000, tol: float = FIT_TOL, init: nn.Linear | None = None
 ) -> nn.Linear:
     """Minimise mean cross-entropy + l2/2 ||W||^2 over a linear layer (D -> num_classes), full batch, L-BFGS
     with a strong-Wolfe line search, until the largest gradient entry is below ``tol`` (scikit-learn's criterion).
@@ -103,15 +103,15 @@ def linear_probe(
     train_labels: Tensor,
     test_features: Tensor,
     test_labels: Tensor,
-    l2s: Sequence[float] = DEFAULT_L2,
+    l2s: Sequence[float] | None = None,
     val_fraction: float = 0.2,
-    max_iter: int = 1000,
+    max_iter: int | None = None,
     extend_steps: int = 2,
     seed: int = 0,
 ) -> dict:
     """Top-1/top-5 test accuracy of a linear classifier on standardised frozen features (N, D) with labels (N,).
 
-    Penalties from ``l2s`` are fit on the train part of a stratified split and scored on its val part, climbing
+    Penalties from ``l2s`` (default: the recipe's ``eval.linear.l2``, as ``max_iter``) are fit on the train part of a stratified split and scored on its val part, climbing
     from scikit-learn's default (l2 = 1/N) towards better validation accuracy until neither neighbour is better (ties go
     to the stronger penalty; validation accuracy is close to unimodal in the penalty, and this fits 3-5 values
     instead of all); the best is refit on all training features, warm-started. A best value at an edge of the
@@ -119,6 +119,10 @@ def linear_probe(
     is no split: the middle of the range is used and the result says so. Returns top1, top5, the chosen ``l2``,
     the searched range, whether it was extended, the sweep and the time taken.
     """
+    if l2s is None or max_iter is None:
+        from ssl_transfer.recipe import LinearConfig  # the defaults live in the recipe schema
+
+        l2s, max_iter = l2s or LinearConfig().l2, max_iter or LinearConfig().max_iter
     t0 = time.perf_counter()
     keep = train_labels >= 0
     x, y = train_features[keep].float(), train_labels[keep].long()
@@ -151,5 +155,5 @@ def linear_probe(
     top1, top5 = _acc(clf, xt, test_labels.long().to(x.device))
     return {"top1": top1, "top5": top5, "l2": best, "l2_range": [grid[0], grid[-1]], "range_extended": extended,
             "at_edge": best in (grid[0], grid[-1]) and len(grid) > 1, "sweep": sweep, "n_train": len(y),
-            "n_test": len(test_labels), "solver": f"lbfgs, tol 1e-4, max_iter {max_iter}", "seconds": round(time.perf_counter() - t0, 3),
+            "n_test": len(test_labels), "solver": f"lbfgs, tol {FIT_TOL:g}, max_iter {max_iter}", "seconds": round(time.perf_counter() - t0, 3),
             "sklearn_C": 1.0 / (best * len(y)) if len(y) else math.nan}

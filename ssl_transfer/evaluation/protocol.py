@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,14 +15,14 @@ from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.errors import UserError
 from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.evaluation.features import FeatureCache, extract_features
-from ssl_transfer.evaluation.finetune import STRATEGY, finetune
+from ssl_transfer.evaluation.finetune import finetune
 from ssl_transfer.evaluation.knn import knn_classify
-from ssl_transfer.evaluation.linear import DEFAULT_L2, linear_probe
+from ssl_transfer.evaluation.linear import linear_probe
 from ssl_transfer.evaluation.subsets import per_class_subset
 from ssl_transfer.export import Encoder
 
-PROTOCOLS = ("knn", "linear", "finetune", "scratch")
-
+if TYPE_CHECKING:
+    from ssl_transfer.recipe import DataConfig, EvalConfig
 
 def take(ds: ArrayDataset | FileDataset, idx: torch.Tensor) -> ArrayDataset | FileDataset:
     """The images at ``idx`` as a dataset of the same kind."""
@@ -56,40 +56,40 @@ def _summary(rows: list[dict]) -> list[dict]:
     ]
 
 
+def eval_options(options: "EvalConfig | dict[str, Any] | None" = None, **overrides: Any) -> "EvalConfig":
+    """The evaluator's options: the recipe's ``eval`` section (its defaults are the only ones), with top-level
+    fields replaced by ``overrides`` (``protocols=["knn"]``, ``knn={"k": 200}``). One-line RecipeError on bad values."""
+    from ssl_transfer.recipe import EvalConfig, load_recipe
+
+    base = options.model_dump(mode="json") if isinstance(options, EvalConfig) else dict(options or {})
+    return load_recipe({"eval": {**base, **overrides}}).eval
+
+
 def evaluate(
     encoder: str | Path | nn.Module,
-    data: dict | Any,
-    protocols: Sequence[str] = ("knn", "linear"),
-    labels_per_class: Sequence[int | None] = (None,),
-    seeds: Sequence[int] = (0,),
-    k: int = 20,
-    temperature: float = 0.07,
-    finetune_strategies: Sequence[str] = ("full",),
-    finetune_epochs: int = 20,
-    finetune_lr: float = 1e-3,
-    layer_decay: float = 0.75,
-    finetune_warmup_epochs: float = 0.0,
-    linear_l2: Sequence[float] = DEFAULT_L2,
-    linear_max_iter: int = 1000,
+    data: "DataConfig | dict[str, Any]",
+    options: "EvalConfig | dict[str, Any] | None" = None,
+    *,
     cache: FeatureCache | None = None,
     out_dir: str | Path | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Evaluate ``encoder`` on ``data`` (a recipe data section or dict) with each protocol.
 
-    ``labels_per_class``: label budgets (None = all labels); each budget draws a class-balanced subset per seed
-    (one draw for all labels). kNN and linear use features computed once per split; fine-tuning and scratch
-    train copies. Returns ``{"rows": [...], "summary": [...], "transfer": {...}, ...}``; with ``out_dir``
-    also writes eval.json, report.md and label_efficiency.png (see :mod:`ssl_transfer.evaluation.report`).
+    ``options`` is the recipe's ``eval`` section (:class:`ssl_transfer.recipe.EvalConfig`, or a dict of it);
+    keyword ``overrides`` replace its top-level fields: ``protocols``, ``labels_per_class`` (label budgets per
+    class, None = all labels), ``seeds``, ``knn`` ({k, temperature}), ``linear`` ({l2, max_iter}), ``finetune``
+    ({strategies, epochs, lr, layer_decay, warmup_epochs}). Each budget draws a class-balanced subset per seed
+    (one draw for all labels). kNN and linear use features computed once per split (N, D); fine-tuning and
+    scratch train copies. Returns ``{"rows": [...], "summary": [...], "transfer": {...}, ...}``; with
+    ``out_dir`` also writes eval.json, report.md and label_efficiency.png (see :mod:`ssl_transfer.evaluation.report`).
     """
-    from ssl_transfer.recipe import DataConfig
+    from ssl_transfer.recipe import DataConfig, load_recipe
 
-    bad = [p for p in protocols if p not in PROTOCOLS]
-    if bad:
-        raise UserError(f"unknown protocol {bad[0]!r}; known: {', '.join(PROTOCOLS)}")
-    for s in finetune_strategies:
-        if not STRATEGY.match(s) or s == "scratch":
-            raise UserError(f"unknown fine-tuning strategy {s!r}; known: full, head, llrd, freeze:K")
-    cfg = data if isinstance(data, DataConfig) else DataConfig.model_validate(data)
+    opts = eval_options(options, **overrides)
+    protocols, labels_per_class, seeds = opts.protocols, opts.labels_per_class, opts.seeds
+    knn_opts, lin, ft = opts.knn, opts.linear, opts.finetune
+    cfg = data if isinstance(data, DataConfig) else load_recipe({"data": data}).data
     bundle = build_data(cfg)
     if bundle.test is None:
         raise UserError(f"data.source={cfg.source} has no test split (imagefolder: set data.test_root)")
@@ -113,26 +113,25 @@ def evaluate(
             idx = per_class_subset(y_all, n, seed)
             base = {"labels_per_class": n, "seed": seed, "n_labeled": len(idx)}
             if "knn" in protocols:
-                rows.append({"protocol": "knn", **base, **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, k, temperature)})
+                rows.append({"protocol": "knn", **base, **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, knn_opts.k, knn_opts.temperature)})
             if "linear" in protocols:
-                rows.append({"protocol": "linear", **base, **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=linear_l2,
-                                                                                  max_iter=linear_max_iter, seed=seed)})
+                rows.append({"protocol": "linear", **base, **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=lin.l2,
+                                                                                  max_iter=lin.max_iter, seed=seed)})
             sub = take(bundle.train, idx) if ("finetune" in protocols or "scratch" in protocols) else None
-            runs = [f"finetune:{s}" for s in finetune_strategies] if "finetune" in protocols else []
+            runs = [f"finetune:{s}" for s in ft.strategies] if "finetune" in protocols else []
             runs += ["scratch"] if "scratch" in protocols else []
             for run in runs:
                 strategy = run.split(":", 1)[1] if run.startswith("finetune:") else "scratch"
                 res = finetune(enc, enc.embed_dim, sub, bundle.test, enc.preprocess, num_classes, strategy=strategy,
-                               epochs=finetune_epochs, lr=finetune_lr, layer_decay=layer_decay,
-                               warmup_epochs=finetune_warmup_epochs, seed=seed, device=device)
+                               epochs=ft.epochs, lr=ft.lr, layer_decay=ft.layer_decay,
+                               warmup_epochs=ft.warmup_epochs, seed=seed, device=device)
                 rows.append({"protocol": run, **base, **res})
     result = {
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,
         "encoder_meta": {k_: enc.meta.get(k_) for k_ in ("backbone", "method", "embed_dim")},
         "data": {**bundle.describe(), "config": cfg.model_dump(mode="json")},
         "transfer": transfer,
-        "settings": {"k": k, "temperature": temperature, "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-                     "layer_decay": layer_decay, "finetune_warmup_epochs": finetune_warmup_epochs, "linear_l2": list(linear_l2), "linear_max_iter": linear_max_iter, "seeds": list(seeds)},
+        "settings": opts.model_dump(mode="json", exclude={"data"}),
         "rows": rows,
         "summary": _summary(rows),
         "feature_cache": {"hits": cache.hits, "misses": cache.misses},

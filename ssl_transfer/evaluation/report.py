@@ -79,8 +79,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
     md = [
         f"# Evaluation of `{result['encoder']}` on {result['data']['source']}",
         "",
-        f"Top-1 test accuracy (%), mean ± std over seeds {result['settings']['seeds']}; kNN k={result['settings']['k']}, "
-        f"T={result['settings']['temperature']}.",
+        f"Top-1 test accuracy (%), mean ± std over seeds {result['settings']['seeds']}; kNN k={result['settings']['knn']['k']}, "
+        f"T={result['settings']['knn']['temperature']}.",
         "",
         summary_table(result),
         "",

@@ -18,6 +18,7 @@ from ssl_transfer.evaluation.finetune import Classifier, finetune, setup_strateg
 from ssl_transfer.evaluation.linear import linear_probe
 from ssl_transfer.evaluation.protocol import evaluate
 from ssl_transfer.evaluation.subsets import per_class_subset, stratified_split
+from ssl_transfer.recipe import RecipeError
 
 
 def trained_bn_encoder(shape=(1, 8, 8)) -> nn.Module:
@@ -137,7 +138,7 @@ def test_evaluate_any_module_with_label_budgets(tmp_path: Path):
     torch.manual_seed(0)
     enc = build_backbone("cnn_tiny", (1, 8, 8))
     r = evaluate(enc, {"source": "digits"}, protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=[2, 5], seeds=[0, 1],
-                 finetune_strategies=["full", "llrd"], finetune_epochs=1, out_dir=tmp_path)
+                 finetune={"strategies": ["full", "llrd"], "epochs": 1}, out_dir=tmp_path)
     assert {(s["protocol"], s["labels_per_class"]) for s in r["summary"]} == {
         (p, n) for p in ["knn", "linear", "finetune:full", "finetune:llrd", "scratch"] for n in [2, 5]}
     assert all(s["seeds"] == 2 for s in r["summary"])
@@ -158,3 +159,16 @@ def test_cross_dataset_transfer_records_adaptation():
 def test_external_encoders(spec):
     r = evaluate(spec, {"source": "digits", "limit_train": 200}, protocols=["knn"])
     assert r["rows"][0]["top1"] > 0.2 and r["encoder_meta"]["embed_dim"] == 512
+
+
+def test_evaluator_defaults_are_the_recipe_defaults(tmp_path: Path):
+    """One place for the evaluator's defaults: evaluate() with no options runs what a recipe's eval section says."""
+    from ssl_transfer.recipe import EvalConfig
+
+    torch.manual_seed(0)
+    enc = build_backbone("cnn_tiny", (1, 8, 8))
+    r = evaluate(enc, {"source": "digits", "limit_train": 300})
+    assert r["settings"] == EvalConfig().model_dump(mode="json", exclude={"data"})
+    assert [row["protocol"] for row in r["rows"]] == EvalConfig().protocols
+    with pytest.raises(RecipeError, match=r"eval\.knn\.k"):
+        evaluate(enc, {"source": "digits"}, knn={"k": 0})
