@@ -185,6 +185,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         from ssl_transfer.data import SOURCES
 
         rows = [(n, SOURCES.get(n).description) for n in SOURCES]
+    elif args.what == "fields":
+        from ssl_transfer.recipe import describe_fields
+
+        rows = []
+        for r in describe_fields(args.section):
+            where = f" [{r['method']}]" if r["method"] else ""
+            rows.append((r["key"], f"{r['type']} = {r['default']!r}{where}  {r['description']}".rstrip()))
     else:
         from ssl_transfer.recipe import find_recipe, list_recipes
 
@@ -247,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop")
     p.set_defaults(fn=cmd_embed)
-    p = sub.add_parser("list", help="list registered methods, backbones, datasets or bundled recipes")
-    p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes"])
+    p = sub.add_parser("list", help="list registered methods, backbones, datasets, bundled recipes or recipe fields")
+    p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes", "fields"])
+    p.add_argument("section", nargs="?", help="fields: only this section (optim, augment, ...) or method (simclr: its method.* fields)")
     p.set_defaults(fn=cmd_list)
     return parser
 

@@ -41,7 +41,7 @@ class DataConfig(StrictModel):
     image_size: Annotated[int, Field(ge=4, le=1024)] | None = Field(None, description="resize to this square size; None keeps the native size (imagefolder: size of the first image)")
     channels: Literal[1, 3] | None = Field(None, description="convert to 1 (grayscale) or 3 (RGB) channels; None keeps the native count")
     limit_train: Annotated[int, Field(gt=0)] | None = Field(None, description="use only the first N training images (quick runs)")
-    batch_size: Annotated[int, Field(gt=0)] = 256
+    batch_size: Annotated[int, Field(gt=0)] = Field(256, description="images per optimizer step, per device (global batch = this x devices x nodes)")
     num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
         "auto", description="DataLoader workers; auto = 0 for in-memory arrays (batches are one index op), min(8, CPUs) for image folders"
     )
@@ -70,7 +70,7 @@ class DataConfig(StrictModel):
 class BackboneConfig(StrictModel):
     """The encoder: a small CNN (cnn_tiny, cnn_small, cnn_base) or any timm model name."""
 
-    name: str = "cnn_small"
+    name: str = Field("cnn_small", description="a small CNN (cnn_tiny, cnn_small, cnn_base), a CIFAR ResNet (resnet18_cifar, resnet50_cifar) or any timm model name")
     pretrained: bool = Field(False, description="timm only: load pretrained weights (must already be in the local cache)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the constructor (e.g. drop_path_rate)")
 
@@ -86,18 +86,18 @@ class BackboneConfig(StrictModel):
 class OptimConfig(StrictModel):
     """Optimizer and learning-rate schedule (linear warm-up, then cosine decay per step)."""
 
-    optimizer: Literal["adamw", "adam", "sgd", "lars"] = "adamw"
-    lr: Annotated[float, Field(gt=0)] = 1e-3
+    optimizer: Literal["adamw", "adam", "sgd", "lars"] = Field("adamw", description="lars = sgd with layer-wise trust ratios (You et al. 2017)")
+    lr: Annotated[float, Field(gt=0)] = Field(1e-3, description="peak learning rate (after warm-up), scaled by lr_batch_size when set")
     lr_batch_size: Annotated[int, Field(gt=0)] | None = Field(
         None, description="the global batch that lr is for: lr is scaled by global batch / lr_batch_size (linear rule); null = lr as given"
     )
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    weight_decay: Annotated[float, Field(ge=0)] = Field(1e-4, description="decoupled for adamw, L2 for adam/sgd/lars")
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
     trust_coefficient: Annotated[float, Field(gt=0)] = Field(
         0.001, description="lars: each layer's step is lr x trust_coefficient x |w| / |g| (norms and biases, which get no weight decay, are not adapted)"
     )
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field((0.9, 0.999), description="adam/adamw moment decay rates")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after warm-up: cosine decay per step to lr x min_lr_ratio, or constant")
     warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear warm-up length in epochs (a warm-up of half the run or more is warned about; one of the whole run is cut to half)")
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
         None, description="warm-up as a fraction of the run instead of warmup_epochs, so that it follows trainer.max_epochs; set one of the two"
@@ -116,12 +116,12 @@ class OptimConfig(StrictModel):
 class TrainerConfig(StrictModel):
     """PyTorch Lightning Trainer settings."""
 
-    max_epochs: Annotated[int, Field(gt=0)] = 10
+    max_epochs: Annotated[int, Field(gt=0)] = Field(10, description="passes over the training images (schedules are laid out over them)")
     max_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="stop after this many optimizer steps (overrides max_epochs when reached first)")
     accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto = cuda when present, else cpu")
-    devices: Literal["auto"] | Annotated[int, Field(gt=0)] = "auto"
-    num_nodes: Annotated[int, Field(gt=0)] = 1
-    strategy: Literal["auto", "ddp"] = "auto"
+    devices: Literal["auto"] | Annotated[int, Field(gt=0)] = Field("auto", description="devices per node; auto = all visible GPUs, or 1 CPU process")
+    num_nodes: Annotated[int, Field(gt=0)] = Field(1, description="machines (DDP through Lightning)")
+    strategy: Literal["auto", "ddp"] = Field("auto", description="auto = ddp when more than one device, else single process")
     sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (as SimCLR, BYOL, Barlow Twins papers)")
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
         "auto", description="auto = bf16-mixed on GPU and on CPUs with native bf16 (AVX512-BF16/AMX), else 32-true; losses always run in float32"
@@ -129,9 +129,9 @@ class TrainerConfig(StrictModel):
     channels_last: bool = Field(True, description="model and views in channels_last memory format (faster convolutions on GPUs and oneDNN CPUs)")
     compile: bool = Field(False, description="torch.compile the encoder and heads (first steps slower while compiling; needs a C++ compiler on CPU)")
     joint_views: bool = Field(False, description="one forward pass over all views concatenated (BatchNorm statistics shared across views) instead of one pass per view")
-    gradient_clip_val: Annotated[float, Field(gt=0)] | None = None
-    log_every_n_steps: Annotated[int, Field(gt=0)] = 10
-    progress_bar: bool = True
+    gradient_clip_val: Annotated[float, Field(gt=0)] | None = Field(None, description="clip the global gradient norm to this; null = no clipping")
+    log_every_n_steps: Annotated[int, Field(gt=0)] = Field(10, description="write step metrics (loss, lr) to metrics.jsonl every N steps")
+    progress_bar: bool = Field(True, description="a progress bar on a terminal (one line per epoch when output is not a terminal)")
     deterministic: bool = Field(False, description="deterministic algorithms only (with the default batched augmentation, a resumed run then ends bit-identical to an uninterrupted one on CPU)")
     checkpoint_every_n_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="also write last.ckpt every N optimizer steps (it is always written at each epoch end)")
     checkpoint_every_minutes: Annotated[float, Field(gt=0)] | None = Field(10.0, description="also write last.ckpt when this many minutes passed since the last write; null = off")
@@ -141,9 +141,9 @@ class TrainerConfig(StrictModel):
 class LoggingConfig(StrictModel):
     """wandb (offline unless asked) plus the local metrics.jsonl that is always written."""
 
-    wandb: Literal["offline", "online", "disabled"] = "offline"
-    project: str = "ssl-transfer"
-    entity: str | None = None
+    wandb: Literal["offline", "online", "disabled"] = Field("offline", description="offline writes wandb/ in the run dir (sync later); online needs network")
+    project: str = Field("ssl-transfer", description="wandb project")
+    entity: str | None = Field(None, description="wandb team or user; null = your default")
     plots: bool = Field(True, description="save reconstruction grids and loss curves as PNG in the run dir")
 
 
@@ -248,8 +248,8 @@ MethodSection = Annotated[MethodConfig, _RegisteredMethod]
 class Recipe(StrictModel):
     """A whole run: every section has defaults; a recipe file lists what differs."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "run"
-    seed: Annotated[int, Field(ge=0)] = 0
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = Field("run", description="the run dir's name (default: the recipe file's stem)")
+    seed: Annotated[int, Field(ge=0)] = Field(0, description="seeds weights, data order, augmentations and the monitor's split")
     output_dir: str = Field("runs", description="run dirs are created as <output_dir>/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
@@ -451,3 +451,60 @@ def format_validation_error(err: ValidationError) -> str:
             msg = re.sub(r"^Input should be", "must be", msg)
             parts.append(f"{field}: {msg} (got {_fmt_value(e['input'])})")
     return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- field reference
+
+
+def _type_name(annotation: Any) -> str:
+    """A short, user-facing name of a field's type: ``float``, ``adamw|sgd``, ``int | null``, ``[float, float]``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (list, tuple):
+        inner = [_type_name(a) for a in args if a is not Ellipsis]
+        return f"[{', '.join(inner)}]" if origin is tuple else f"list of {inner[0] if inner else 'any'}"
+    if origin is dict:
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def describe_fields(section: str | None = None) -> list[dict[str, Any]]:
+    """Every recipe field as ``{"key", "type", "default", "description", "method"}`` (``method``: the method
+    name for method fields, else None). ``section``: a top-level section (``optim``), a method name (``simclr``:
+    its ``method.*`` fields) or None for all. RecipeError for anything else."""
+    tags = _method_tags()
+    rows: list[dict[str, Any]] = []
+
+    def walk(model: type[BaseModel], prefix: str, method: str | None) -> None:
+        for name, info in model.model_fields.items():
+            node = _field_node(info)
+            if isinstance(node, dict):
+                for tag, cls in node.items():
+                    walk(cls, f"{prefix}{name}.", tag)
+                continue
+            if isinstance(node, type) and issubclass(node, BaseModel):
+                if info.description:  # an optional section (eval.data): its own row, then its fields
+                    rows.append({"key": prefix + name, "type": "section | null", "default": info.get_default(call_default_factory=True),
+                                 "description": info.description, "method": method})
+                walk(node, f"{prefix}{name}.", method)
+                continue
+            default = info.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = "(section)"
+            rows.append({"key": prefix + name, "type": _type_name(info.annotation), "default": default,
+                         "description": info.description or "", "method": method})
+
+    walk(Recipe, "", None)
+    if section is None:
+        return rows
+    if section in tags:
+        return [r for r in rows if r["method"] == section]
+    sections = [n for n, f in Recipe.model_fields.items() if isinstance(_field_node(f), (type, dict))]
+    if section not in Recipe.model_fields:
+        raise RecipeError(f"unknown section {section!r}; choose one of {', '.join(sections)}, or a method: {', '.join(tags)}")
+    return [r for r in rows if r["key"] == section or r["key"].startswith(section + ".")]

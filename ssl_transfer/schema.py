@@ -15,14 +15,20 @@ class StrictModel(BaseModel):
     )
 
 
+PROJ_HIDDEN = "hidden width of the projection MLP"
+PROJ_OUT = "output width of the projection MLP (the space the loss compares)"
+PRED_HIDDEN = "hidden width of the prediction MLP"
+METHOD_NAME = "the registered method (ssl-transfer list methods)"
+
+
 class MethodConfig(StrictModel):
     """Base of each method's recipe section; subclasses fix ``name`` to a Literal and add their fields."""
 
-    name: str
+    name: str = Field(description=METHOD_NAME)
 
 
 class ProjectedConfig(MethodConfig):
     """Fields shared by methods with a projection MLP after the encoder (sizes for small CNNs by default)."""
 
-    proj_hidden_dim: Annotated[int, Field(gt=0)] = 512
-    proj_out_dim: Annotated[int, Field(gt=0)] = 128
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = Field(512, description=PROJ_HIDDEN)
+    proj_out_dim: Annotated[int, Field(gt=0)] = Field(128, description=PROJ_OUT)

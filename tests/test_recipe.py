@@ -155,3 +155,19 @@ def test_schema_imports_no_implementation():
     code = "import sys, ssl_transfer.recipe; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightly', 'kornia', 'timm', 'faiss'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_field_is_described_and_listed():
+    """Every recipe field, methods' included, has a description, and `list fields` prints it."""
+    from ssl_transfer.methods import METHODS
+    from ssl_transfer.recipe import describe_fields
+
+    rows = describe_fields()
+    assert [r["key"] for r in rows if not r["description"]] == []
+    assert {r["method"] for r in rows} - {None} == set(METHODS.names())
+    assert {r["key"] for r in describe_fields("simclr")} >= {"method.name", "method.temperature"}
+    assert all(r["key"].startswith("optim.") for r in describe_fields("optim"))
+    with pytest.raises(RecipeError, match="unknown section 'bogus'.*optim.*simclr"):
+        describe_fields("bogus")
+    out = subprocess.run([sys.executable, "-m", "ssl_transfer", "list", "fields", "moco"], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert "method.queue_size" in out and "keys kept as negatives" in out

@@ -44,17 +44,17 @@ class AugmentConfig(StrictModel):
         "workers at the file's full resolution (imagefolder only), additive noise still batched",
     )
     crop_scale: UnitPair = Field((1.0, 1.0), description="RandomResizedCrop area range; (1, 1) = no crop")
-    crop_ratio: PosPair = (3 / 4, 4 / 3)
-    hflip: Prob = 0.0
-    rotate_degrees: Annotated[float, Field(ge=0, le=180)] = 0.0
+    crop_ratio: PosPair = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range")
+    hflip: Prob = Field(0.0, description="probability of a horizontal flip")
+    rotate_degrees: Annotated[float, Field(ge=0, le=180)] = Field(0.0, description="random rotation in [-d, d] degrees (affine)")
     translate: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="max shift as a fraction of the size")
     scale: PosPair = Field((1.0, 1.0), description="affine zoom range")
     color_jitter: Prob = Field(0.0, description="probability of colour jitter")
     jitter: tuple[float, float, float, float] = Field((0.4, 0.4, 0.2, 0.1), description="brightness, contrast, saturation, hue strengths")
-    grayscale: Prob = 0.0
-    blur: Prob = 0.0
-    blur_sigma: PosPair = (0.1, 2.0)
-    solarize: Prob = 0.0
+    grayscale: Prob = Field(0.0, description="probability of converting to grey (RGB only)")
+    blur: Prob = Field(0.0, description="probability of a Gaussian blur (kernel 10% of the image side)")
+    blur_sigma: PosPair = Field((0.1, 2.0), description="blur sigma range, in pixels")
+    solarize: Prob = Field(0.0, description="probability of solarising (pixels above 0.5 inverted)")
     noise_std: Annotated[float, Field(ge=0)] = Field(0.0, description="additive Gaussian noise, in [0, 1] pixel units")
     second_view: dict[str, Any] | None = Field(None, description="fields that differ for the second view (asymmetric views, e.g. BYOL)")
 

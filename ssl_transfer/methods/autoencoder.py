@@ -15,6 +15,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
+from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -50,13 +51,13 @@ class ConvDecoder(nn.Module):
 
 
 class AEConfig(MethodConfig):
-    name: Literal["ae"] = "ae"
+    name: Literal["ae"] = Field("ae", description=METHOD_NAME)
     decoder_width: Annotated[int, Field(gt=0)] = Field(128, description="channels of the decoder's first grid")
     loss: Literal["mse", "l1"] = Field("mse", description="pixel reconstruction loss on normalised images")
 
 
 class DAEConfig(AEConfig):
-    name: Literal["dae"] = "dae"  # type: ignore[assignment]
+    name: Literal["dae"] = Field("dae", description=METHOD_NAME)  # type: ignore[assignment]
     noise_std: Annotated[float, Field(ge=0)] = Field(0.5, description="Gaussian noise std added to the normalised input (1 = one pixel std)")
     mask_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.25, description="fraction of pixels set to the mean (masking noise)")
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
+from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -37,9 +38,9 @@ class GlobalBarlowTwinsLoss(nn.Module):
 
 
 class BarlowTwinsConfig(ProjectedConfig):
-    name: Literal["barlowtwins"] = "barlowtwins"
-    proj_hidden_dim: Annotated[int, Field(gt=0)] = 1024
-    proj_out_dim: Annotated[int, Field(gt=0)] = 1024
+    name: Literal["barlowtwins"] = Field("barlowtwins", description=METHOD_NAME)
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_HIDDEN)
+    proj_out_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_OUT)
     lambda_param: Annotated[float, Field(gt=0)] = Field(0.005, description="weight of the off-diagonal (redundancy) term")
 
 

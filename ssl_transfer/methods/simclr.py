@@ -15,12 +15,13 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
+from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
 
 
 class SimCLRConfig(ProjectedConfig):
-    name: Literal["simclr"] = "simclr"
-    temperature: Annotated[float, Field(gt=0)] = 0.2
+    name: Literal["simclr"] = Field("simclr", description=METHOD_NAME)
+    temperature: Annotated[float, Field(gt=0)] = Field(0.2, description="NT-Xent temperature")
     proj_batch_norm: bool = Field(True, description="BatchNorm in the projection MLP (as in the paper); off for batch-independent heads")
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ssl_transfer.methods.autoencoder import ConvDecoder
 from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
+from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
 
 
@@ -33,16 +34,16 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class VAEConfig(MethodConfig):
-    name: Literal["vae"] = "vae"
-    latent_dim: Annotated[int, Field(gt=0)] = 32
+    name: Literal["vae"] = Field("vae", description=METHOD_NAME)
+    latent_dim: Annotated[int, Field(gt=0)] = Field(32, description="size of the latent code; the exported encoder outputs its mean")
     beta: Annotated[float, Field(ge=0)] = Field(1.0, description="KL weight; > 1 is beta-VAE")
-    likelihood: Literal["gaussian", "bernoulli"] = "bernoulli"
+    likelihood: Literal["gaussian", "bernoulli"] = Field("bernoulli", description="pixel likelihood of the decoder: bernoulli on [0, 1] intensities, or gaussian")
     gaussian_sigma: Annotated[float, Field(gt=0)] = Field(0.1, description="Gaussian likelihood std, in [0, 1] pixel units")
-    kl_schedule: Literal["linear", "cyclical", "constant"] = "linear"
+    kl_schedule: Literal["linear", "cyclical", "constant"] = Field("linear", description="KL weight: linear warm-up, cyclical (Fu et al. 2019) or constant beta")
     kl_warmup: Annotated[float, Field(ge=0, le=1)] = Field(0.2, description="fraction of training (per cycle if cyclical) over which the KL weight rises 0 -> 1")
-    kl_cycles: Annotated[int, Field(gt=0)] = 4
+    kl_cycles: Annotated[int, Field(gt=0)] = Field(4, description="cyclical: number of warm-up cycles over the run")
     free_bits: Annotated[float, Field(ge=0)] = Field(0.0, description="nats per latent dimension below which KL is not penalised")
-    decoder_width: Annotated[int, Field(gt=0)] = 128
+    decoder_width: Annotated[int, Field(gt=0)] = Field(128, description="channels of the decoder's first grid")
 
 
 @METHODS.register("vae")

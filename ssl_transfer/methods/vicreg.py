@@ -14,13 +14,14 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
+from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
 
 
 class VICRegConfig(ProjectedConfig):
-    name: Literal["vicreg"] = "vicreg"
-    proj_hidden_dim: Annotated[int, Field(gt=0)] = 1024
-    proj_out_dim: Annotated[int, Field(gt=0)] = 1024
+    name: Literal["vicreg"] = Field("vicreg", description=METHOD_NAME)
+    proj_hidden_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_HIDDEN)
+    proj_out_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_OUT)
     lambda_param: Annotated[float, Field(ge=0)] = Field(25.0, description="invariance weight")
     mu_param: Annotated[float, Field(ge=0)] = Field(25.0, description="variance weight")
     nu_param: Annotated[float, Field(ge=0)] = Field(1.0, description="covariance weight")
