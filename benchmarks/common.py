@@ -22,7 +22,11 @@ def machine() -> str:
     else:
         model = ""
         try:
-            model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            )
         except (OSError, StopIteration):
             model = platform.processor()
         dev = f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
@@ -33,9 +37,25 @@ def git_rev() -> str:
     """The commit, with ``-dirty`` when tracked code differs from it (benchmark outputs themselves do not count:
     a run that updates a results store is still a run of a clean commit)."""
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results",
-                                  ":!benchmarks/RESULTS.md", ":!benchmarks/*.png"], capture_output=True, text=True, check=True).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!benchmarks/results",
+                ":!benchmarks/RESULTS.md",
+                ":!benchmarks/*.png",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{rev}-dirty" if changed else rev
@@ -49,7 +69,11 @@ def save_json(path: Path, obj: object) -> None:
 
 def write_section(key: str, body: str) -> None:
     """Replace (or append) the block between ``<!-- key:start -->`` and ``<!-- key:end -->`` in RESULTS.md."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section names the command that produced it.\n"
+    text = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nEach section names the command that produced it.\n"
+    )
     block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
     text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
@@ -62,9 +86,13 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def command_line(script: str, parser: "argparse.ArgumentParser", args: "argparse.Namespace", skip: tuple[str, ...] = ("no_render",)) -> str:
+def command_line(
+    script: str, parser: argparse.ArgumentParser, args: argparse.Namespace, skip: tuple[str, ...] = ("no_render",)
+) -> str:
     """The command that reproduces a run: ``python benchmarks/<script>`` plus every option not left at its default."""
-    opts = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip and v != parser.get_default(k))
+    opts = "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip and v != parser.get_default(k)
+    )
     return f"python benchmarks/{script}{opts}"
 
 

@@ -33,7 +33,9 @@ K, T = 20, 0.07
 def sklearn_predict(bank: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> np.ndarray:
     from sklearn.neighbors import KNeighborsClassifier
 
-    clf = KNeighborsClassifier(n_neighbors=K, algorithm="brute", metric="cosine", weights=lambda d: np.exp((1.0 - d) / T), n_jobs=-1)
+    clf = KNeighborsClassifier(
+        n_neighbors=K, algorithm="brute", metric="cosine", weights=lambda d: np.exp((1.0 - d) / T), n_jobs=-1
+    )
     clf.fit(bank, labels)
     return clf.predict(queries)
 
@@ -51,7 +53,9 @@ def main() -> None:
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         reps = -(-n // len(f_tr))
-        bank = torch.cat([f_tr] + [f_tr + 0.05 * f_tr.std() * torch.randn(f_tr.shape, generator=g) for _ in range(reps - 1)])[:n]
+        bank = torch.cat(
+            [f_tr] + [f_tr + 0.05 * f_tr.std() * torch.randn(f_tr.shape, generator=g) for _ in range(reps - 1)]
+        )[:n]
         labels = y_tr.repeat(reps)[:n]
         t0 = time.perf_counter()
         scores, info = knn_scores(bank, labels, f_te, 10, K, T)
@@ -62,11 +66,35 @@ def main() -> None:
         t_sk = time.perf_counter() - t0
         acc_o, acc_s = float((ours == y_te.numpy()).mean()), float((theirs == y_te.numpy()).mean())
         agree = float((ours == theirs).mean())
-        rows.append([f"{n:,}", info.kind + (f" {info.params}" if info.params else ""), f"{100 * acc_o:.2f}", f"{100 * acc_s:.2f}",
-                     f"{100 * agree:.2f}", f"{t_faiss:.2f}", f"{t_sk:.2f}", f"{t_sk / t_faiss:.1f}x"])
+        rows.append(
+            [
+                f"{n:,}",
+                info.kind + (f" {info.params}" if info.params else ""),
+                f"{100 * acc_o:.2f}",
+                f"{100 * acc_s:.2f}",
+                f"{100 * agree:.2f}",
+                f"{t_faiss:.2f}",
+                f"{t_sk:.2f}",
+                f"{t_sk / t_faiss:.1f}x",
+            ]
+        )
         print(rows[-1], flush=True)
-    table = markdown_table(["bank size", "our index", "ours top-1 %", "sklearn top-1 %", "same prediction %", "ours s", "sklearn s", "speed-up"], rows)
-    write_section("knn_faiss_vs_sklearn", f"""## FAISS kNN vs scikit-learn KNeighborsClassifier (issue 4)
+    table = markdown_table(
+        [
+            "bank size",
+            "our index",
+            "ours top-1 %",
+            "sklearn top-1 %",
+            "same prediction %",
+            "ours s",
+            "sklearn s",
+            "speed-up",
+        ],
+        rows,
+    )
+    write_section(
+        "knn_faiss_vs_sklearn",
+        f"""## FAISS kNN vs scikit-learn KNeighborsClassifier (issue 4)
 
 Same rule on both sides: cosine similarity, k={K}, votes weighted exp(sim/{T}); scikit-learn `algorithm="brute"`,
 `metric="cosine"`, `n_jobs=-1`. Queries: the 10,000 MNIST test images embedded by `{args.encoder}`; bank: its
@@ -76,7 +104,8 @@ Times include index building/fitting and all queries; {machine()} (git {git_rev(
 Command: `python benchmarks/knn_faiss_vs_sklearn.py --encoder {args.encoder}`
 
 {table}
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

@@ -29,26 +29,36 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     out = Path("benchmarks/results/label_efficiency")
     t0 = time.perf_counter()
-    result = evaluate(args.encoder, {"source": "npz", "path": "../shared/datasets/mnist.npz"},
-                      protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=labels, seeds=seeds,
-                      finetune={"strategies": ["full"], "epochs": 20}, out_dir=out)
+    result = evaluate(
+        args.encoder,
+        {"source": "npz", "path": "../shared/datasets/mnist.npz"},
+        protocols=["knn", "linear", "finetune", "scratch"],
+        labels_per_class=labels,
+        seeds=seeds,
+        finetune={"strategies": ["full"], "epochs": 20},
+        out_dir=out,
+    )
     minutes = (time.perf_counter() - t0) / 60
     shutil.copy(out / "label_efficiency.png", Path("benchmarks") / "label_efficiency_mnist.png")
     table = summary_table(result)
     print(table)
-    write_section("label_efficiency", f"""## Label efficiency on MNIST: SSL encoder vs scratch (issue 4)
+    write_section(
+        "label_efficiency",
+        f"""## Label efficiency on MNIST: SSL encoder vs scratch (issue 4)
 
 Encoder `{args.encoder}` (pretrained without labels on the 60k MNIST training images); N labelled training images
 per class drawn per seed (seeds {seeds}); top-1 on the 10,000 test images, mean ± std over seeds. kNN k=20 T=0.07;
-linear probe with its lr/wd sweep; fine-tune `full` and `scratch` (same architecture, re-initialised): AdamW
-lr 1e-3, cosine, max(20 epochs, 300 steps), batch 128. {machine()} (git {git_rev()}); {minutes:.1f} min in all.
+linear probe (L-BFGS logistic regression, L2 penalty chosen on a validation split); fine-tune `full` and `scratch`
+(same architecture, re-initialised): AdamW lr 1e-3, cosine, max(20 epochs, 300 steps), batch 128. {machine()} (git
+{git_rev()}); {minutes:.1f} min in all.
 
 Command: `python benchmarks/label_efficiency.py --encoder {args.encoder} --labels {args.labels} --seeds {args.seeds}`
 
 {table}
 
 ![label efficiency](label_efficiency_mnist.png)
-""")
+""",
+    )
 
 
 if __name__ == "__main__":

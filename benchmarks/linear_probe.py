@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cifar_data import cifar10_overrides  # noqa: E402
 from benchmarks.common import git_rev, machine, markdown_table, print_section, save_json, write_section  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
-from ssl_transfer.evaluation.features import extract_features  # noqa: E402
 from ssl_transfer.evaluation.encoders import resolve_encoder  # noqa: E402
+from ssl_transfer.evaluation.features import extract_features  # noqa: E402
 from ssl_transfer.evaluation.linear import linear_probe  # noqa: E402
 from ssl_transfer.evaluation.subsets import stratified_split  # noqa: E402
 from ssl_transfer.recipe import DataConfig  # noqa: E402
@@ -51,12 +51,15 @@ def data_config(case: str, data_dir: Path) -> DataConfig:
         return DataConfig(source="npz", path=SUBSET)
     if case == "cifar50k":
         kv = dict(o.split("=", 1) for o in cifar10_overrides(data_dir))
-        return DataConfig(source=kv["data.source"], root=kv["data.root"], test_root=kv["data.test_root"], in_memory=True)
+        return DataConfig(
+            source=kv["data.source"], root=kv["data.root"], test_root=kv["data.test_root"], in_memory=True
+        )
     raise SystemExit(f"unknown case {case!r}: mnist, cifar, cifar50k, cifar50k-to-mnist")
 
 
 def adamw_grid_probe(x: Tensor, y: Tensor, xt: Tensor, yt: Tensor, epochs: int = 100, seed: int = 0) -> float:
     """Top-1 of the previous probe (see the module docstring) on standardised features."""
+
     def train(xs: Tensor, ys: Tensor, lr: float, wd: float) -> nn.Linear:
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -103,15 +106,29 @@ def run_case(case: str, encoder: str, data_dir: Path, skip_before: bool) -> dict
     bundle = build_data(cfg)
     enc = resolve_encoder(encoder, bundle.input_shape, bundle.mean, bundle.std)
     t0 = time.perf_counter()
-    (f, y), (ft, yt) = [extract_features(enc.backbone, ds, preprocess=enc.preprocess) for ds in (bundle.train, bundle.test)]
+    (f, y), (ft, yt) = [
+        extract_features(enc.backbone, ds, preprocess=enc.preprocess) for ds in (bundle.train, bundle.test)
+    ]
     feat_s = time.perf_counter() - t0
     mu, sd = f.mean(0), f.std(0).clamp_min(1e-6)
     xs, xts = (f - mu) / sd, (ft - mu) / sd
     after, after_s = timed(linear_probe, f, y, ft, yt)
     sk, sk_s = timed(sklearn_probe, xs, y, xts, yt)
-    row = {"case": case, "encoder": str(encoder), "n_train": len(y), "n_test": len(yt), "dim": f.shape[1], "feature_s": round(feat_s, 1),
-           "after": after["top1"], "after_s": round(after_s, 2), "after_l2": after["l2"], "after_range": after["l2_range"],
-           "after_extended": after["range_extended"], "sklearn": sk, "sklearn_s": round(sk_s, 2)}
+    row = {
+        "case": case,
+        "encoder": str(encoder),
+        "n_train": len(y),
+        "n_test": len(yt),
+        "dim": f.shape[1],
+        "feature_s": round(feat_s, 1),
+        "after": after["top1"],
+        "after_s": round(after_s, 2),
+        "after_l2": after["l2"],
+        "after_range": after["l2_range"],
+        "after_extended": after["range_extended"],
+        "sklearn": sk,
+        "sklearn_s": round(sk_s, 2),
+    }
     if not skip_before:
         before, before_s = timed(adamw_grid_probe, xs, y, xts, yt)
         row.update(before=before, before_s=round(before_s, 1))
@@ -122,12 +139,32 @@ def render(store: dict, command: str) -> None:
     rows = []
     for r in store["rows"]:
         before = f"{100 * r['before']:.2f} / {r['before_s']:.0f} s" if "before" in r else "-"
-        rows.append([r["case"], f"{r['n_train']:,} / {r['n_test']:,} x {r['dim']}", before,
-                     f"{100 * r['after']:.2f} / {r['after_s']:.1f} s", f"{100 * r['sklearn']:.2f} / {r['sklearn_s']:.1f} s",
-                     f"{100 * (r['after'] - r['sklearn']):+.2f}", f"{r['sklearn_s'] / r['after_s']:.1f}x",
-                     f"{r['after_l2']:.0e} in [{r['after_range'][0]:.0e}, {r['after_range'][1]:.0e}]" + (f", extended {r['after_extended']}" if r["after_extended"] else "")])
-    table = markdown_table(["case", "train / test x dim", "before: AdamW grid top-1 % / time", "after: L-BFGS sweep top-1 % / time",
-                            "sklearn C=1 top-1 % / time", "after - sklearn (pt)", "after speed-up vs sklearn", "chosen l2 (range)"], rows)
+        rows.append(
+            [
+                r["case"],
+                f"{r['n_train']:,} / {r['n_test']:,} x {r['dim']}",
+                before,
+                f"{100 * r['after']:.2f} / {r['after_s']:.1f} s",
+                f"{100 * r['sklearn']:.2f} / {r['sklearn_s']:.1f} s",
+                f"{100 * (r['after'] - r['sklearn']):+.2f}",
+                f"{r['sklearn_s'] / r['after_s']:.1f}x",
+                f"{r['after_l2']:.0e} in [{r['after_range'][0]:.0e}, {r['after_range'][1]:.0e}]"
+                + (f", extended {r['after_extended']}" if r["after_extended"] else ""),
+            ]
+        )
+    table = markdown_table(
+        [
+            "case",
+            "train / test x dim",
+            "before: AdamW grid top-1 % / time",
+            "after: L-BFGS sweep top-1 % / time",
+            "sklearn C=1 top-1 % / time",
+            "after - sklearn (pt)",
+            "after speed-up vs sklearn",
+            "chosen l2 (range)",
+        ],
+        rows,
+    )
     body = f"""## Linear probe: before and after, and against scikit-learn (issue 17)
 
 Same frozen features per case (extracted once), standardised with the training mean/std; top-1 on the test split.
@@ -135,7 +172,7 @@ Before: minibatch AdamW, 100 epochs, lr x wd grid of 9 on a 20% validation split
 10f71be). After: full-batch L-BFGS logistic regression (`ssl_transfer/evaluation/linear.py`), L2 penalty swept
 over 1e-7..1e-1 on the same split (extended once at an edge), best refit. scikit-learn: `LogisticRegression(C=1,
 lbfgs, max_iter=1000)` on all training features (no sweep). Times: whole probe, wall clock, side by side in one
-process on {store['machine']} (git {store['git']}).
+process on {store["machine"]} (git {store["git"]}).
 
 Command: `{command}`
 
@@ -158,8 +195,12 @@ def main() -> None:
         print(r, flush=True)
     store = {"machine": machine(), "git": git_rev(), "rows": rows}
     save_json(STORE, store)
-    cmd = ("python benchmarks/linear_probe.py " + " ".join(f"--case {c}" for c in args.case)
-           + (f" --data-dir {args.data_dir}" if args.data_dir != ap.get_default("data_dir") else "") + (" --skip-before" if args.skip_before else ""))
+    cmd = (
+        "python benchmarks/linear_probe.py "
+        + " ".join(f"--case {c}" for c in args.case)
+        + (f" --data-dir {args.data_dir}" if args.data_dir != ap.get_default("data_dir") else "")
+        + (" --skip-before" if args.skip_before else "")
+    )
     render(store, cmd)
     print_section("linear_probe")
 

@@ -35,7 +35,13 @@ STORE = Path(__file__).parent / "results" / "mnist_knn.json"
 
 
 def run_method(name: str, extra: list[str], out_dir: Path) -> dict:
-    overrides = [f"output_dir={out_dir}", f"name=bench-{name}", "logging.wandb=disabled", "trainer.progress_bar=false", *extra]
+    overrides = [
+        f"output_dir={out_dir}",
+        f"name=bench-{name}",
+        "logging.wandb=disabled",
+        "trainer.progress_bar=false",
+        *extra,
+    ]
     recipe = load_recipe(f"{name}_mnist", overrides)
     t0 = time.perf_counter()
     res = pretrain(recipe, overwrite=True)
@@ -62,7 +68,9 @@ def references(path: str) -> list[dict]:
     flat = lambda ds: (ds.images.flatten(1).float() / 255.0, ds.labels)  # noqa: E731
     rows = []
     (xtr, ytr), (xte, yte) = flat(data.train), flat(data.test)
-    rows.append({"method": "raw pixels (reference)", **knn_classify(xtr - xtr.mean(0), ytr, xte - xtr.mean(0), yte, 20, 0.07)})
+    rows.append(
+        {"method": "raw pixels (reference)", **knn_classify(xtr - xtr.mean(0), ytr, xte - xtr.mean(0), yte, 20, 0.07)}
+    )
     torch.manual_seed(0)
     enc = build_backbone("cnn_tiny", data.input_shape)
     ftr, _ = extract_features(enc, data.train, data.mean, data.std)
@@ -79,17 +87,45 @@ def render(store: dict, command: str) -> None:
             continue
         ok = "yes" if r["top1"] >= r["target"] else "**no**"
         per_epoch = r["pretrain_seconds"] / r["epochs"]
-        rows.append([name, r["backbone"], r["augment"], str(r["epochs"]), f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}",
-                     f"{100 * r['target']:.0f}", ok, f"{r['pretrain_seconds'] / 60:.1f}", f"{per_epoch:.0f}"])
+        rows.append(
+            [
+                name,
+                r["backbone"],
+                r["augment"],
+                str(r["epochs"]),
+                f"{100 * r['top1']:.2f}",
+                f"{100 * r['top5']:.2f}",
+                f"{100 * r['target']:.0f}",
+                ok,
+                f"{r['pretrain_seconds'] / 60:.1f}",
+                f"{per_epoch:.0f}",
+            ]
+        )
     for r in store.get("references", []):
-        rows.append([r["method"], "-", "-", "-", f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}", "-", "-", "-", "-"])
-    table = markdown_table(["method", "backbone", "augment", "epochs", "kNN top-1 %", "top-5 %", "target %", "meets", "pretrain min", "s/epoch"], rows)
+        rows.append(
+            [r["method"], "-", "-", "-", f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}", "-", "-", "-", "-"]
+        )
+    table = markdown_table(
+        [
+            "method",
+            "backbone",
+            "augment",
+            "epochs",
+            "kNN top-1 %",
+            "top-5 %",
+            "target %",
+            "meets",
+            "pretrain min",
+            "s/epoch",
+        ],
+        rows,
+    )
     body = f"""## MNIST: kNN accuracy of each pretext method (issue 3)
 
 Full MNIST training set (60,000 images) from `../shared/datasets/mnist.npz`, each method's bundled recipe
 (`recipes/<method>_mnist.yaml`: batch 256, AdamW lr 2e-3, 1 warm-up epoch, cosine), then FAISS kNN on the
 10,000 test images: cosine similarity, k=20, votes weighted exp(sim/0.07). Pretraining wall time on
-{store['machine']} (git {store['git']}).
+{store["machine"]} (git {store["git"]}).
 
 Command: `{command}`
 
@@ -106,7 +142,9 @@ test that pretraining does not destroy that information, not that it learns digi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(ORDER))
-    ap.add_argument("--override", action="append", default=[], help="recipe override for every method, e.g. trainer.max_epochs=2")
+    ap.add_argument(
+        "--override", action="append", default=[], help="recipe override for every method, e.g. trainer.max_epochs=2"
+    )
     ap.add_argument("--out", default="benchmarks/runs")
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="rewrite the RESULTS.md section from the stored results")
@@ -129,7 +167,9 @@ def main() -> None:
         print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)
         save_json(STORE, store)
     if not args.no_render:
-        cmd = "python benchmarks/mnist_knn.py" + (f" --methods {args.methods}" if args.methods != ",".join(ORDER) else "")
+        cmd = "python benchmarks/mnist_knn.py" + (
+            f" --methods {args.methods}" if args.methods != ",".join(ORDER) else ""
+        )
         store["command"] = cmd
         save_json(STORE, store)
         render(store, cmd)

@@ -30,11 +30,22 @@ SUBSET = "../shared/datasets/cifar10_subset.npz"
 
 
 def one_run(method: str, epochs: int, monitor: bool, out: Path, i: int) -> tuple[float, list[float], float]:
-    recipe = load_recipe(f"{method}_cifar10", [
-        "data.source=npz", f"data.path={SUBSET}", "backbone.name=cnn_small", f"trainer.max_epochs={epochs}",
-        f"monitor.enabled={'true' if monitor else 'false'}", "monitor.every_n_epochs=1", f"output_dir={out}",
-        f"name={'on' if monitor else 'off'}{i}", "logging.wandb=disabled", "logging.plots=false", "trainer.progress_bar=false",
-    ])
+    recipe = load_recipe(
+        f"{method}_cifar10",
+        [
+            "data.source=npz",
+            f"data.path={SUBSET}",
+            "backbone.name=cnn_small",
+            f"trainer.max_epochs={epochs}",
+            f"monitor.enabled={'true' if monitor else 'false'}",
+            "monitor.every_n_epochs=1",
+            f"output_dir={out}",
+            f"name={'on' if monitor else 'off'}{i}",
+            "logging.wandb=disabled",
+            "logging.plots=false",
+            "trainer.progress_bar=false",
+        ],
+    )
     t0 = time.perf_counter()
     res = pretrain(recipe, overwrite=True)
     wall = time.perf_counter() - t0
@@ -57,29 +68,67 @@ def main() -> None:
             order = (True, False) if i % 2 == 0 else (False, True)  # alternate which goes first
             got = {m: one_run(args.method, args.epochs, m, Path(tmp), i) for m in order}
             (on, mon, on_epoch), (off, _, off_epoch) = got[True], got[False]
-            pairs.append({"on_s": round(on, 2), "off_s": round(off, 2), "overhead": (on - off) / off, "monitor_calls": len(mon),
-                          "monitor_call_s": round(statistics.median(mon), 3), "epoch_s_on": round(on_epoch, 2), "epoch_s_off": round(off_epoch, 2)})
+            pairs.append(
+                {
+                    "on_s": round(on, 2),
+                    "off_s": round(off, 2),
+                    "overhead": (on - off) / off,
+                    "monitor_calls": len(mon),
+                    "monitor_call_s": round(statistics.median(mon), 3),
+                    "epoch_s_on": round(on_epoch, 2),
+                    "epoch_s_off": round(off_epoch, 2),
+                }
+            )
             print(pairs[-1], flush=True)
-    store = {"machine": machine(), "git": git_rev(), "method": args.method, "epochs": args.epochs, "pairs": pairs,
-             "overhead_median": statistics.median(p["overhead"] for p in pairs)}
+    store = {
+        "machine": machine(),
+        "git": git_rev(),
+        "method": args.method,
+        "epochs": args.epochs,
+        "pairs": pairs,
+        "overhead_median": statistics.median(p["overhead"] for p in pairs),
+    }
     save_json(STORE, store)
     if args.no_render:
         return
-    rows = [[str(i), f"{p['off_s']:.1f}", f"{p['on_s']:.1f}", f"{100 * p['overhead']:+.1f}%", str(p["monitor_calls"]), f"{p['monitor_call_s']:.2f}",
-             f"{p['epoch_s_off']:.2f}"] for i, p in enumerate(pairs)]
-    table = markdown_table(["pair", "monitor off: pretrain s", "monitor on: pretrain s", "overhead", "monitor calls",
-                            "s per monitor call (median)", "s per epoch (off)"], rows)
-    write_section("monitor_overhead", f"""## What the online monitor costs (issue 12)
+    rows = [
+        [
+            str(i),
+            f"{p['off_s']:.1f}",
+            f"{p['on_s']:.1f}",
+            f"{100 * p['overhead']:+.1f}%",
+            str(p["monitor_calls"]),
+            f"{p['monitor_call_s']:.2f}",
+            f"{p['epoch_s_off']:.2f}",
+        ]
+        for i, p in enumerate(pairs)
+    ]
+    table = markdown_table(
+        [
+            "pair",
+            "monitor off: pretrain s",
+            "monitor on: pretrain s",
+            "overhead",
+            "monitor calls",
+            "s per monitor call (median)",
+            "s per epoch (off)",
+        ],
+        rows,
+    )
+    write_section(
+        "monitor_overhead",
+        f"""## What the online monitor costs (issue 12)
 
 `{args.method}`, `cnn_small`, CIFAR-10 subset (4,000 training images), {args.epochs} epochs, monitor at every epoch
 (kNN, RankMe, std, alignment, uniformity on 1,000 held-out images, plus the before-training pass) vs off;
-wall time of `pretrain()`, pairs alternating in one process on {store['machine']} (git {store['git']}).
-**Median overhead: {100 * store['overhead_median']:+.1f}%** (target: at most 5%).
+wall time of `pretrain()`, pairs alternating in one process on {store["machine"]} (git {store["git"]}).
+**Median overhead: {100 * store["overhead_median"]:+.1f}%** (target: at most 5%).
 
-Command: `{command_line('monitor_overhead.py', ap, args)}`
+Command: `{command_line("monitor_overhead.py", ap, args)}`
 
 {table}
-""")
+""",
+    )
     print_section("monitor_overhead")
 
 

@@ -30,23 +30,40 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
 from lightly.models.modules import heads
 from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.transforms import (BYOLTransform, BYOLView1Transform, BYOLView2Transform, MoCoV2Transform, SimCLRTransform,
-                                SimSiamTransform, VICRegTransform)
+from lightly.transforms import (
+    BYOLTransform,
+    BYOLView1Transform,
+    BYOLView2Transform,
+    MoCoV2Transform,
+    SimCLRTransform,
+    SimSiamTransform,
+    VICRegTransform,
+)
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, save_json, write_section  # noqa: E402
+from benchmarks.common import (
+    command_line,
+    git_rev,
+    machine,
+    markdown_table,
+    method_names,
+    print_section,
+    save_json,
+    write_section,
+)  # noqa: E402
 from benchmarks.throughput import PilViews, knn_top1  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
@@ -59,30 +76,48 @@ from ssl_transfer.train import pretrain  # noqa: E402
 STORE = Path(__file__).parent / "results" / "parity.json"
 SUBSET = "../shared/datasets/cifar10_subset.npz"
 BACKBONE = "cnn_small"
-EXAMPLE_SGD = {"optimizer": "sgd", "lr": 0.06, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0}
+EXAMPLE_SGD = {
+    "optimizer": "sgd",
+    "lr": 0.06,
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "warmup_epochs": 0,
+}
 PAPER_ADAM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0}
 
 
 def lightly_augment(t: dict[str, Any]) -> dict[str, Any]:
     """A lightly transform's parameters as our augment fields (lightly multiplies the jitter by cj_strength)."""
     s = t.get("cj_strength", 1.0)
-    return {"crop_scale": [t["min_scale"], 1.0], "hflip": t["hf_prob"], "color_jitter": t["cj_prob"],
-            "jitter": [s * t["cj_bright"], s * t["cj_contrast"], s * t["cj_sat"], s * t["cj_hue"]],
-            "grayscale": t["random_gray_scale"], "blur": t["gaussian_blur"], "blur_sigma": list(t.get("sigmas", (0.1, 2.0))),
-            "solarize": t.get("solarization_prob", t.get("solarize_prob", 0.0))}
+    return {
+        "crop_scale": [t["min_scale"], 1.0],
+        "hflip": t["hf_prob"],
+        "color_jitter": t["cj_prob"],
+        "jitter": [s * t["cj_bright"], s * t["cj_contrast"], s * t["cj_sat"], s * t["cj_hue"]],
+        "grayscale": t["random_gray_scale"],
+        "blur": t["gaussian_blur"],
+        "blur_sigma": list(t.get("sigmas", (0.1, 2.0))),
+        "solarize": t.get("solarization_prob", t.get("solarize_prob", 0.0)),
+    }
 
 
 def transform_defaults(cls: type) -> dict[str, Any]:
     import inspect
 
-    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if p.default is not inspect.Parameter.empty}
+    return {
+        k: p.default
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 # --------------------------------------------------------------------------- references from lightly's examples
 
 
 class Reference(nn.Module):
-    """One lightly example: ``loss(x0, x1)`` for a batch of two views, ``before_step(epoch, epochs)`` its momentum update."""
+    """One lightly example: ``loss(x0, x1)`` for a batch of two views, ``before_step(epoch, epochs)`` its momentum
+    update."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -169,7 +204,9 @@ class BarlowTwinsRef(Reference):
 class VICRegRef(Reference):
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(backbone)
-        self.projection_head = heads.VICRegProjectionHead(input_dim=backbone.embed_dim, hidden_dim=2048, output_dim=2048, num_layers=2)
+        self.projection_head = heads.VICRegProjectionHead(
+            input_dim=backbone.embed_dim, hidden_dim=2048, output_dim=2048, num_layers=2
+        )
         self.criterion = VICRegLoss()
 
     def loss(self, x0, x1):
@@ -216,11 +253,12 @@ class TripletRef(PairRef):
         return 0.5 * (one_way(z0, z1) + one_way(z1, z0))
 
 
-
 class AERef(Reference):
     """Hinton & Salakhutdinov 2006 (and Vincent et al. 2008 with ``corrupt``): reconstruct x from f(x~)."""
 
-    def __init__(self, backbone: nn.Module, shape: tuple[int, int, int], noise_std: float = 0.0, mask_ratio: float = 0.0) -> None:
+    def __init__(
+        self, backbone: nn.Module, shape: tuple[int, int, int], noise_std: float = 0.0, mask_ratio: float = 0.0
+    ) -> None:
         super().__init__(backbone)
         self.decoder = ConvDecoder(backbone.embed_dim, shape, 128)
         self.noise_std, self.mask_ratio = noise_std, mask_ratio
@@ -274,30 +312,84 @@ def _t(cls: type, **kw: Any) -> Callable[[Any], Any]:
 
 def _byol_transform(d: Any) -> Any:
     norm = {"mean": d.mean, "std": d.std}
-    return BYOLTransform(BYOLView1Transform(input_size=d.image_size[0], normalize=norm), BYOLView2Transform(input_size=d.image_size[0], normalize=norm))
+    return BYOLTransform(
+        BYOLView1Transform(input_size=d.image_size[0], normalize=norm),
+        BYOLView2Transform(input_size=d.image_size[0], normalize=norm),
+    )
 
 
-BYOL_AUG = {**lightly_augment(transform_defaults(BYOLView1Transform)), "second_view": lightly_augment(transform_defaults(BYOLView2Transform))}
+BYOL_AUG = {
+    **lightly_augment(transform_defaults(BYOLView1Transform)),
+    "second_view": lightly_augment(transform_defaults(BYOLView2Transform)),
+}
 SPECS: dict[str, Spec] = {
-    "simclr": Spec(lambda b, d: SimCLRRef(b), {"temperature": 0.5, "proj_hidden_dim": 512, "proj_out_dim": 128}, _t(SimCLRTransform),
-                   lightly_augment(transform_defaults(SimCLRTransform))),
-    "moco": Spec(lambda b, d: MoCoRef(b), {"temperature": 0.5, "queue_size": 4096, "momentum": 0.996, "symmetric": False, "proj_hidden_dim": 512,
-                           "proj_out_dim": 128}, _t(MoCoV2Transform), lightly_augment(transform_defaults(MoCoV2Transform))),
-    "byol": Spec(lambda b, d: BYOLRef(b), {"proj_hidden_dim": 1024, "proj_out_dim": 256, "pred_hidden_dim": 1024, "momentum": 0.996}, _byol_transform, BYOL_AUG),
-    "simsiam": Spec(lambda b, d: SimSiamRef(b), {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64}, _t(SimSiamTransform),
-                    lightly_augment(transform_defaults(SimSiamTransform))),
-    "barlowtwins": Spec(lambda b, d: BarlowTwinsRef(b), {"proj_hidden_dim": 2048, "proj_out_dim": 2048}, _byol_transform, BYOL_AUG),
-    "vicreg": Spec(lambda b, d: VICRegRef(b), {"proj_hidden_dim": 2048, "proj_out_dim": 2048, "proj_num_layers": 2}, _t(VICRegTransform),
-                   lightly_augment(transform_defaults(VICRegTransform))),
-    "siamese": Spec(lambda b, d: PairRef(b), {"proj_hidden_dim": 512, "proj_out_dim": 64, "margin": 1.2}, _t(SimCLRTransform),
-                    lightly_augment(transform_defaults(SimCLRTransform))),
-    "triplet": Spec(lambda b, d: TripletRef(b), {"proj_hidden_dim": 512, "proj_out_dim": 64, "margin": 0.5, "mining": "hard"},
-                    _t(SimCLRTransform), lightly_augment(transform_defaults(SimCLRTransform))),
+    "simclr": Spec(
+        lambda b, d: SimCLRRef(b),
+        {"temperature": 0.5, "proj_hidden_dim": 512, "proj_out_dim": 128},
+        _t(SimCLRTransform),
+        lightly_augment(transform_defaults(SimCLRTransform)),
+    ),
+    "moco": Spec(
+        lambda b, d: MoCoRef(b),
+        {
+            "temperature": 0.5,
+            "queue_size": 4096,
+            "momentum": 0.996,
+            "symmetric": False,
+            "proj_hidden_dim": 512,
+            "proj_out_dim": 128,
+        },
+        _t(MoCoV2Transform),
+        lightly_augment(transform_defaults(MoCoV2Transform)),
+    ),
+    "byol": Spec(
+        lambda b, d: BYOLRef(b),
+        {"proj_hidden_dim": 1024, "proj_out_dim": 256, "pred_hidden_dim": 1024, "momentum": 0.996},
+        _byol_transform,
+        BYOL_AUG,
+    ),
+    "simsiam": Spec(
+        lambda b, d: SimSiamRef(b),
+        {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64},
+        _t(SimSiamTransform),
+        lightly_augment(transform_defaults(SimSiamTransform)),
+    ),
+    "barlowtwins": Spec(
+        lambda b, d: BarlowTwinsRef(b), {"proj_hidden_dim": 2048, "proj_out_dim": 2048}, _byol_transform, BYOL_AUG
+    ),
+    "vicreg": Spec(
+        lambda b, d: VICRegRef(b),
+        {"proj_hidden_dim": 2048, "proj_out_dim": 2048, "proj_num_layers": 2},
+        _t(VICRegTransform),
+        lightly_augment(transform_defaults(VICRegTransform)),
+    ),
+    "siamese": Spec(
+        lambda b, d: PairRef(b),
+        {"proj_hidden_dim": 512, "proj_out_dim": 64, "margin": 1.2},
+        _t(SimCLRTransform),
+        lightly_augment(transform_defaults(SimCLRTransform)),
+    ),
+    "triplet": Spec(
+        lambda b, d: TripletRef(b),
+        {"proj_hidden_dim": 512, "proj_out_dim": 64, "margin": 0.5, "mining": "hard"},
+        _t(SimCLRTransform),
+        lightly_augment(transform_defaults(SimCLRTransform)),
+    ),
     "ae": Spec(lambda b, d: AERef(b, d.input_shape), {"loss": "mse"}, None, {"preset": "none"}, dict(PAPER_ADAM)),
-    "dae": Spec(lambda b, d: AERef(b, d.input_shape, noise_std=0.5, mask_ratio=0.25), {"noise_std": 0.5, "mask_ratio": 0.25}, None,
-                {"preset": "none"}, dict(PAPER_ADAM)),
-    "vae": Spec(lambda b, d: VAERef(b, d.input_shape, d.mean, d.std), {"latent_dim": 32, "likelihood": "bernoulli", "kl_schedule": "constant"},
-                None, {"preset": "none"}, dict(PAPER_ADAM)),
+    "dae": Spec(
+        lambda b, d: AERef(b, d.input_shape, noise_std=0.5, mask_ratio=0.25),
+        {"noise_std": 0.5, "mask_ratio": 0.25},
+        None,
+        {"preset": "none"},
+        dict(PAPER_ADAM),
+    ),
+    "vae": Spec(
+        lambda b, d: VAERef(b, d.input_shape, d.mean, d.std),
+        {"latent_dim": 32, "likelihood": "bernoulli", "kl_schedule": "constant"},
+        None,
+        {"preset": "none"},
+        dict(PAPER_ADAM),
+    ),
 }
 
 
@@ -309,9 +401,18 @@ def reference_loader(spec: Spec, data: Any, batch: int, seed: int) -> torch.util
     if spec.transform is None:  # plain normalised tensors, shuffled
         m, s = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
         x = (data.train.images.float() / 255.0 - m) / s
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x), batch_size=batch, shuffle=True, drop_last=True, generator=g)
-    return torch.utils.data.DataLoader(PilViews(data.train.images, spec.transform(data)), batch_size=batch, shuffle=True, drop_last=True,
-                                       num_workers=2, persistent_workers=True, generator=g)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x, x), batch_size=batch, shuffle=True, drop_last=True, generator=g
+        )
+    return torch.utils.data.DataLoader(
+        PilViews(data.train.images, spec.transform(data)),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2,
+        persistent_workers=True,
+        generator=g,
+    )
 
 
 def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, seed: int) -> nn.Module:
@@ -336,13 +437,21 @@ def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, see
 
 
 def run_ours(name: str, spec: Spec, epochs: int, batch: int, seed: int, out_dir: Path) -> tuple[nn.Module, str]:
-    recipe = load_recipe({
-        "name": f"{name}-{seed}", "output_dir": str(out_dir), "seed": seed,
-        "data": {"source": "npz", "path": SUBSET, "batch_size": batch}, "backbone": {"name": BACKBONE},
-        "method": {"name": name, **spec.method}, "augment": spec.augment, "optim": spec.optim,
-        "trainer": {"max_epochs": epochs, "progress_bar": False}, "logging": {"wandb": "disabled", "plots": False},
-        "monitor": {"enabled": False},
-    })
+    recipe = load_recipe(
+        {
+            "name": f"{name}-{seed}",
+            "output_dir": str(out_dir),
+            "seed": seed,
+            "data": {"source": "npz", "path": SUBSET, "batch_size": batch},
+            "backbone": {"name": BACKBONE},
+            "method": {"name": name, **spec.method},
+            "augment": spec.augment,
+            "optim": spec.optim,
+            "trainer": {"max_epochs": epochs, "progress_bar": False},
+            "logging": {"wandb": "disabled", "plots": False},
+            "monitor": {"enabled": False},
+        }
+    )
     res = pretrain(recipe, overwrite=True)
     return load_encoder(res.run_dir), str(res.precision)
 
@@ -358,13 +467,24 @@ def render(store: dict, command: str) -> None:
         rm, rs = summarize(r["reference"])
         om, os_ = summarize(r["ours"])
         meets = om >= rm - 2 * rs
-        rows.append([name, f"{100 * rm:.2f} ± {100 * rs:.2f}", f"{100 * om:.2f} ± {100 * os_:.2f}", f"{100 * (om - rm):+.2f}",
-                     f"{r['ref_seconds']:.0f} / {r['ours_seconds']:.0f}", "yes" if meets else "**no**"])
-    table = markdown_table(["method", "reference kNN %", "ours kNN %", "ours - ref", "s per run (ref / ours)", "meets"], rows)
+        rows.append(
+            [
+                name,
+                f"{100 * rm:.2f} ± {100 * rs:.2f}",
+                f"{100 * om:.2f} ± {100 * os_:.2f}",
+                f"{100 * (om - rm):+.2f}",
+                f"{r['ref_seconds']:.0f} / {r['ours_seconds']:.0f}",
+                "yes" if meets else "**no**",
+            ]
+        )
+    table = markdown_table(
+        ["method", "reference kNN %", "ours kNN %", "ours - ref", "s per run (ref / ours)", "meets"], rows
+    )
     body = f"""## Parity with reference implementations (issue 12)
 
-On {store['machine']} (git {store['git']}), CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}`,
-batch {store['batch']}, {store['epochs']} epochs, seeds {store['seeds']}; ours in precision {store.get('precision', '?')}.
+On {store["machine"]} (git {store["git"]}), CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`),
+backbone `{BACKBONE}`, batch {store["batch"]}, {store["epochs"]} epochs, seeds {store["seeds"]}; ours in precision
+{store.get("precision", "?")}.
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule, plain SGD lr 0.06), or a plain loop from the paper
 (ae, dae, vae: Adam lr 1e-3). Ours: `ssl_transfer.pretrain` configured the same (see `benchmarks/parity.py`).
@@ -391,7 +511,14 @@ def main() -> None:
         raise SystemExit(f"parity.py: no reference for {', '.join(missing)}; add one to SPECS")
     seeds = [int(s) for s in args.seeds.split(",")]
     data = build_data(load_recipe({"data": {"source": "npz", "path": SUBSET}}).data)
-    store = {"machine": machine(), "git": git_rev(), "epochs": args.epochs, "batch": args.batch_size, "seeds": seeds, "methods": {}}
+    store = {
+        "machine": machine(),
+        "git": git_rev(),
+        "epochs": args.epochs,
+        "batch": args.batch_size,
+        "seeds": seeds,
+        "methods": {},
+    }
     torch.manual_seed(0)
     store["random_init"] = knn_top1(build_backbone(BACKBONE, data.input_shape), data)
     with tempfile.TemporaryDirectory() as tmp:
@@ -400,15 +527,21 @@ def main() -> None:
             r = store["methods"][name] = {"reference": [], "ours": [], "ref_seconds": 0.0, "ours_seconds": 0.0}
             for seed in seeds:
                 t0 = time.perf_counter()
-                r["reference"].append(knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed), data))
+                r["reference"].append(
+                    knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed), data)
+                )
                 t1 = time.perf_counter()
                 enc, store["precision"] = run_ours(name, spec, args.epochs, args.batch_size, seed, Path(tmp))
                 r["ours"].append(knn_top1(enc, data, enc.preprocess))
                 t2 = time.perf_counter()
                 r["ref_seconds"] += (t1 - t0) / len(seeds)
                 r["ours_seconds"] += (t2 - t1) / len(seeds)
-                print(f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours {100 * r['ours'][-1]:.2f}%  "
-                      f"({t1 - t0:.0f} s / {t2 - t1:.0f} s)", flush=True)
+                print(
+                    f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
+                    f"{100 * r['ours'][-1]:.2f}%  "
+                    f"({t1 - t0:.0f} s / {t2 - t1:.0f} s)",
+                    flush=True,
+                )
                 save_json(STORE, store)
     if not args.no_render:
         render(store, command_line("parity.py", ap, args))

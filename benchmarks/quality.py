@@ -14,8 +14,8 @@ Each method runs its bundled recipe (``recipes/<method>_mnist.yaml``, ``recipes/
 at ``../shared/datasets/cifar10_subset.npz``) with only the budget changed (``--epochs-*``, warm-up 1 epoch on
 MNIST and 2 on CIFAR; CIFAR uses ``cnn_small`` instead of the recipe's ``cnn_base``), default trainer settings
 (precision auto, channels_last), then the shared evaluator on the dataset's test split: FAISS kNN (cosine,
-k=20, T=0.07) and a linear probe on frozen, standardised features (lr/weight-decay sweep on a 20% validation
-split, 100 epochs). A randomly initialised encoder of the same architecture is the reference row.
+k=20, T=0.07) and a linear probe on frozen, standardised features (L-BFGS logistic regression, its L2 penalty
+chosen on a 20% validation split). A randomly initialised encoder of the same architecture is the reference row.
 Seconds per epoch is the median of the run's epochs (``train/epoch_time_s``; the first includes warm-up).
 """
 
@@ -35,7 +35,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cifar_data import cifar10_overrides  # noqa: E402
-from benchmarks.common import command_line, git_rev, machine, markdown_table, method_names, print_section, save_json, write_section  # noqa: E402
+from benchmarks.common import (
+    command_line,
+    git_rev,
+    machine,
+    markdown_table,
+    method_names,
+    print_section,
+    save_json,
+    write_section,
+)  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation.protocol import evaluate  # noqa: E402
@@ -56,8 +65,16 @@ class Dataset:
 
 DATASETS = {
     "mnist": Dataset("mnist", "mnist", ("optim.warmup_epochs=1",)),
-    "cifar": Dataset("cifar", "cifar10", ("data.source=npz", "data.path=../shared/datasets/cifar10_subset.npz", "backbone.name=cnn_small",
-                                         "optim.warmup_epochs=2")),
+    "cifar": Dataset(
+        "cifar",
+        "cifar10",
+        (
+            "data.source=npz",
+            "data.path=../shared/datasets/cifar10_subset.npz",
+            "backbone.name=cnn_small",
+            "optim.warmup_epochs=2",
+        ),
+    ),
 }
 
 
@@ -73,8 +90,16 @@ def dataset(name: str, data_dir: Path) -> Dataset:
 
 
 def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) -> dict:
-    overrides = [*ds.overrides, f"trainer.max_epochs={epochs}", f"output_dir={out_dir}", f"name={ds.name}-{method}", f"seed={seed}",
-                 "logging.wandb=disabled", "logging.plots=false", "trainer.progress_bar=false"]
+    overrides = [
+        *ds.overrides,
+        f"trainer.max_epochs={epochs}",
+        f"output_dir={out_dir}",
+        f"name={ds.name}-{method}",
+        f"seed={seed}",
+        "logging.wandb=disabled",
+        "logging.plots=false",
+        "trainer.progress_bar=false",
+    ]
     recipe = load_recipe(f"{method}_{ds.recipe_suffix}", overrides)
     t0 = time.perf_counter()
     res = pretrain(recipe, overwrite=True)
@@ -83,23 +108,41 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
     epoch_times = [r["train/epoch_time_s"] for r in records if "train/epoch_time_s" in r]
     ips = [r["train/images_per_s"] for r in records if "train/images_per_s" in r]
     result = evaluate(res.run_dir, recipe.data, protocols=["knn", "linear"], seeds=[seed])
-    curve = [{"epoch": r["epoch"] + 1, "knn_top1": r["monitor/knn_top1"], "effective_rank": r["monitor/effective_rank"]}
-             for r in records if "monitor/knn_top1" in r]
+    curve = [
+        {"epoch": r["epoch"] + 1, "knn_top1": r["monitor/knn_top1"], "effective_rank": r["monitor/effective_rank"]}
+        for r in records
+        if "monitor/knn_top1" in r
+    ]
     return {
-        "method": method, "backbone": recipe.backbone.name, "augment": recipe.augment.preset, "epochs": epochs,
-        "batch_size": recipe.data.batch_size, "train_images": len(res.data.train), "test_images": len(res.data.test),
-        "precision": res.precision, "pretrain_seconds": round(seconds, 1),
-        "epoch_seconds": round(statistics.median(epoch_times), 2), "images_per_s": round(statistics.median(ips), 1),
-        "num_views": METHODS.get(method).num_views, "monitor": curve, **scores(result),
+        "method": method,
+        "backbone": recipe.backbone.name,
+        "augment": recipe.augment.preset,
+        "epochs": epochs,
+        "batch_size": recipe.data.batch_size,
+        "train_images": len(res.data.train),
+        "test_images": len(res.data.test),
+        "precision": res.precision,
+        "pretrain_seconds": round(seconds, 1),
+        "epoch_seconds": round(statistics.median(epoch_times), 2),
+        "images_per_s": round(statistics.median(ips), 1),
+        "num_views": METHODS.get(method).num_views,
+        "monitor": curve,
+        **scores(result),
     }
 
 
 def random_init(ds: Dataset, seed: int) -> dict:
-    recipe = load_recipe(f"simclr_{ds.recipe_suffix}", [*ds.overrides, "backbone.name=cnn_small"] if ds.name != "mnist" else list(ds.overrides))
+    recipe = load_recipe(
+        f"simclr_{ds.recipe_suffix}",
+        [*ds.overrides, "backbone.name=cnn_small"] if ds.name != "mnist" else list(ds.overrides),
+    )
     torch.manual_seed(seed)
     enc = build_backbone(recipe.backbone.name, build_data(recipe.data).input_shape)
-    return {"method": f"random-init {recipe.backbone.name} (reference)", "backbone": recipe.backbone.name,
-            **scores(evaluate(enc, recipe.data, protocols=["knn", "linear"], seeds=[seed]))}
+    return {
+        "method": f"random-init {recipe.backbone.name} (reference)",
+        "backbone": recipe.backbone.name,
+        **scores(evaluate(enc, recipe.data, protocols=["knn", "linear"], seeds=[seed])),
+    }
 
 
 def render(store: dict, command: str) -> None:
@@ -111,28 +154,57 @@ def render(store: dict, command: str) -> None:
             if r is None:
                 continue
             if m == "reference":
-                rows.append([r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"])
+                rows.append(
+                    [r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"]
+                )
             else:
                 curve = " ".join(f"{100 * c['knn_top1']:.0f}" for c in r.get("monitor", []))
-                rows.append([m, r["augment"], str(r["epochs"]), f"{r['epoch_seconds']:.1f}", f"{r['images_per_s']:.0f}",
-                             f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}", curve or "-"])
+                rows.append(
+                    [
+                        m,
+                        r["augment"],
+                        str(r["epochs"]),
+                        f"{r['epoch_seconds']:.1f}",
+                        f"{r['images_per_s']:.0f}",
+                        f"{100 * r['knn_top1']:.2f}",
+                        f"{100 * r['linear_top1']:.2f}",
+                        curve or "-",
+                    ]
+                )
         first = next(iter(d["methods"].values()))
-        table = markdown_table(["method", "augment", "epochs", "s/epoch", "img/s", "kNN top-1 %", "linear top-1 %",
-                                "monitored kNN % (before training, then each epoch)"], [r + [""] * (8 - len(r)) for r in rows])
+        table = markdown_table(
+            [
+                "method",
+                "augment",
+                "epochs",
+                "s/epoch",
+                "img/s",
+                "kNN top-1 %",
+                "linear top-1 %",
+                "monitored kNN % (before training, then each epoch)",
+            ],
+            [r + [""] * (8 - len(r)) for r in rows],
+        )
         revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
-        parts.append(f"""### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test images, batch {first['batch_size']}, precision {first['precision']} (git {', '.join(revs)})
+        heading = (
+            f"### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test "
+            f"images, batch {first['batch_size']}, precision {first['precision']} (git {', '.join(revs)})"
+        )
+        parts.append(f"""{heading}
 
 {table}
 """)
     body = f"""## Every method at a fixed epoch budget: kNN and linear probe, time per epoch (issues 6, 12)
 
-On {store['machine']}, seed {store['seed']}; each dataset's rows name the commit that produced them. Bundled recipes with only the budget changed
-(see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset `recipes/<method>_cifar10.yaml`
-on `../shared/datasets/cifar10_subset.npz` with `cnn_small`; cifar50k: the 50,000 training JPEGs, decoded once
-into memory, tested on the subset's exact 1,000 test images, recipes at their own warm-up); default trainer settings.
+On {store["machine"]}, seed {store["seed"]}; each dataset's rows name the commit that produced them. Bundled recipes
+with only the budget changed (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset
+`recipes/<method>_cifar10.yaml` on `../shared/datasets/cifar10_subset.npz` with `cnn_small`; cifar50k: the 50,000
+training JPEGs, decoded once into memory, tested on the subset's exact 1,000 test images, recipes at their own
+warm-up); default trainer settings.
 The last column is the online monitor's two-fold kNN within 1,000 held-out images (before training, then each
-epoch): its bank is 500 images, so it reads below the final kNN whose bank is the whole training set. kNN: FAISS, cosine, k=20,
-T=0.07. Linear: frozen standardised features, lr/wd sweep on a 20% validation split, 100 epochs. s/epoch and
+epoch): its bank is 500 images, so it reads below the final kNN whose bank is the whole training set. kNN: FAISS,
+cosine, k=20, T=0.07. Linear: L2-regularised logistic regression (L-BFGS) on frozen standardised features, the
+penalty chosen on a 20% validation split. s/epoch and
 img/s: median over the run's epochs. Single-view methods (ae, dae, vae) push half as many images through the
 encoder per step as the two-view ones.
 
@@ -175,10 +247,14 @@ def main() -> None:
     ap.add_argument("--epochs-mnist", type=int, default=2)
     ap.add_argument("--epochs-cifar", type=int, default=20)
     ap.add_argument("--epochs-cifar50k", type=int, default=15)
-    ap.add_argument("--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)")
+    ap.add_argument(
+        "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-render", action="store_true")
-    ap.add_argument("--reference", action="store_true", help="recompute the random-init row even when the store has one")
+    ap.add_argument(
+        "--reference", action="store_true", help="recompute the random-init row even when the store has one"
+    )
     args = ap.parse_args()
     methods = method_names(args.methods)
     rev = git_rev()
@@ -188,12 +264,15 @@ def main() -> None:
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in methods:
                 r = {**run_method(ds, m, epochs, Path(tmp), args.seed), "git": rev}
-                update_store(name, lambda d: d["methods"].__setitem__(m, r), seed=args.seed)
-                print(f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
-                      f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s", flush=True)
+                update_store(name, lambda d, m=m, r=r: d["methods"].__setitem__(m, r), seed=args.seed)
+                print(
+                    f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
+                    f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s",
+                    flush=True,
+                )
             if "reference" not in json.loads(STORE.read_text())["datasets"][name] or args.reference:
                 ref = random_init(ds, args.seed)
-                update_store(name, lambda d: d.__setitem__("reference", ref), seed=args.seed)
+                update_store(name, lambda d, ref=ref: d.__setitem__("reference", ref), seed=args.seed)
     if not args.no_render:
         render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))
         print_section("quality")

@@ -69,17 +69,51 @@ class Workload:
 
 WORKLOADS = {
     "mnist": Workload(
-        "mnist", "../shared/datasets/mnist.npz", "cnn_tiny", 1,
+        "mnist",
+        "../shared/datasets/mnist.npz",
+        "cnn_tiny",
+        1,
         # the digits preset without its affine shift/zoom, which SimCLRTransform has no equivalent for
-        {"crop_scale": [0.5, 1.0], "rotate_degrees": 15.0, "color_jitter": 0.5, "jitter": [0.4, 0.4, 0.0, 0.0], "blur": 0.2},
-        {"min_scale": 0.5, "hf_prob": 0.0, "rr_prob": 1.0, "rr_degrees": 15.0, "cj_prob": 0.5, "cj_strength": 1.0,
-         "cj_bright": 0.4, "cj_contrast": 0.4, "cj_sat": 0.0, "cj_hue": 0.0, "random_gray_scale": 0.0, "gaussian_blur": 0.2},
+        {
+            "crop_scale": [0.5, 1.0],
+            "rotate_degrees": 15.0,
+            "color_jitter": 0.5,
+            "jitter": [0.4, 0.4, 0.0, 0.0],
+            "blur": 0.2,
+        },
+        {
+            "min_scale": 0.5,
+            "hf_prob": 0.0,
+            "rr_prob": 1.0,
+            "rr_degrees": 15.0,
+            "cj_prob": 0.5,
+            "cj_strength": 1.0,
+            "cj_bright": 0.4,
+            "cj_contrast": 0.4,
+            "cj_sat": 0.0,
+            "cj_hue": 0.0,
+            "random_gray_scale": 0.0,
+            "gaussian_blur": 0.2,
+        },
     ),
     "cifar": Workload(
-        "cifar", "../shared/datasets/cifar10_subset.npz", "cnn_small", 10,
+        "cifar",
+        "../shared/datasets/cifar10_subset.npz",
+        "cnn_small",
+        10,
         {"preset": "cifar"},  # crop (0.08, 1), flip 0.5, jitter 0.8 x (0.4, 0.4, 0.2, 0.1), grayscale 0.2, no blur
-        {"min_scale": 0.08, "hf_prob": 0.5, "cj_prob": 0.8, "cj_strength": 1.0, "cj_bright": 0.4, "cj_contrast": 0.4,
-         "cj_sat": 0.2, "cj_hue": 0.1, "random_gray_scale": 0.2, "gaussian_blur": 0.0},
+        {
+            "min_scale": 0.08,
+            "hf_prob": 0.5,
+            "cj_prob": 0.8,
+            "cj_strength": 1.0,
+            "cj_bright": 0.4,
+            "cj_contrast": 0.4,
+            "cj_sat": 0.2,
+            "cj_hue": 0.1,
+            "random_gray_scale": 0.2,
+            "gaussian_blur": 0.0,
+        },
     ),
 }
 
@@ -87,7 +121,9 @@ WORKLOADS = {
 def recipe_for(w: Workload, seed: int, out_dir: Path, name: str, extra: list[str]) -> Recipe:
     return load_recipe(
         {
-            "name": name, "output_dir": str(out_dir), "seed": seed,
+            "name": name,
+            "output_dir": str(out_dir),
+            "seed": seed,
             "data": {"source": "npz", "path": w.path, "batch_size": 256},
             "backbone": {"name": w.backbone},
             "method": {"name": "simclr"},  # projection 512 -> 128 with BatchNorm, NT-Xent at T = 0.2
@@ -148,14 +184,23 @@ class LightlySimCLR(nn.Module):
 
 
 def lightly_loader(w: Workload, data, seed: int, workers: int) -> torch.utils.data.DataLoader:
-    transform = SimCLRTransform(input_size=data.image_size[0], normalize={"mean": data.mean, "std": data.std}, **w.lightly_augment)
+    transform = SimCLRTransform(
+        input_size=data.image_size[0], normalize={"mean": data.mean, "std": data.std}, **w.lightly_augment
+    )
     return torch.utils.data.DataLoader(
-        PilViews(data.train.images, transform), batch_size=256, shuffle=True, drop_last=True, num_workers=workers,
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed),
+        PilViews(data.train.images, transform),
+        batch_size=256,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
-def run_reference(w: Workload, data, recipe: Recipe, workers: int, max_steps: int | None = None) -> tuple[nn.Module, list[float]]:
+def run_reference(
+    w: Workload, data, recipe: Recipe, workers: int, max_steps: int | None = None
+) -> tuple[nn.Module, list[float]]:
     """lightly's SimCLR training loop; returns the backbone and the step clock."""
     torch.manual_seed(recipe.seed)
     model = LightlySimCLR(build_backbone(w.backbone, data.input_shape))
@@ -222,7 +267,9 @@ def knn_top1(encoder: nn.Module, data, preprocess=None) -> float:
     return knn_classify(ftr, ytr, fte, yte, k=20, temperature=0.07)["top1"]
 
 
-def run_workload(w: Workload, seeds: list[int], ref_workers: list[int], warmup: int, ceiling_steps: int, out_dir: Path) -> dict:
+def run_workload(
+    w: Workload, seeds: list[int], ref_workers: list[int], warmup: int, ceiling_steps: int, out_dir: Path
+) -> dict:
     base = recipe_for(w, 0, out_dir, "probe", [])
     data = build_data(base.data)
     steps_per_epoch = len(data.train) // 256
@@ -238,22 +285,42 @@ def run_workload(w: Workload, seeds: list[int], ref_workers: list[int], warmup: 
     for seed in seeds:  # each pipeline's model-only ceiling is timed right after its run (machines drift)
         recipe = recipe_for(w, seed, out_dir, "ref", [])
         backbone, t = run_reference(w, data, recipe, workers)
-        runs["lightly reference"].append({"seed": seed, "images_per_s": images_per_s(t, 256, warmup), "knn_top1": knn_top1(backbone, data),
-                                          "ceiling": model_only(w, data, recipe, ceiling_steps, reference=True)})
+        runs["lightly reference"].append(
+            {
+                "seed": seed,
+                "images_per_s": images_per_s(t, 256, warmup),
+                "knn_top1": knn_top1(backbone, data),
+                "ceiling": model_only(w, data, recipe, ceiling_steps, reference=True),
+            }
+        )
         print(f"[{w.name}] seed {seed} lightly reference: {runs['lightly reference'][-1]}", flush=True)
         for label, extra in variants.items():
             recipe = recipe_for(w, seed, out_dir, f"ours-{len(extra)}", extra)
             clock = StepClock()
             res = pretrain(recipe, overwrite=True, callbacks=[clock])
             enc = load_encoder(res.run_dir)
-            runs[label].append({"seed": seed, "images_per_s": images_per_s(clock.times, 256, warmup),
-                                "knn_top1": knn_top1(enc, data, enc.preprocess),
-                                "precision": res.precision, "ceiling": model_only(w, data, recipe, ceiling_steps, reference=False, precision=res.precision)})
+            runs[label].append(
+                {
+                    "seed": seed,
+                    "images_per_s": images_per_s(clock.times, 256, warmup),
+                    "knn_top1": knn_top1(enc, data, enc.preprocess),
+                    "precision": res.precision,
+                    "ceiling": model_only(w, data, recipe, ceiling_steps, reference=False, precision=res.precision),
+                }
+            )
             print(f"[{w.name}] seed {seed} {label}: {runs[label][-1]}", flush=True)
     return {
-        "workload": w.name, "data": w.path, "backbone": w.backbone, "epochs": w.epochs, "steps_per_epoch": steps_per_epoch,
-        "input_shape": list(data.input_shape), "train_images": len(data.train), "test_images": len(data.test),
-        "precision_ours": runs["ours"][0]["precision"], "ref_workers": workers, "ref_probe": {str(k): v for k, v in probe.items()},
+        "workload": w.name,
+        "data": w.path,
+        "backbone": w.backbone,
+        "epochs": w.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "input_shape": list(data.input_shape),
+        "train_images": len(data.train),
+        "test_images": len(data.test),
+        "precision_ours": runs["ours"][0]["precision"],
+        "ref_workers": workers,
+        "ref_probe": {str(k): v for k, v in probe.items()},
         "runs": runs,
     }
 
@@ -271,27 +338,73 @@ def render(store: dict, command: str) -> None:
             ips = statistics.mean(r["images_per_s"] for r in runs)
             knn = statistics.mean(r["knn_top1"] for r in runs)
             ceiling = statistics.mean(r["ceiling"] for r in runs)
-            rows.append([label, f"{ips:.0f}", f"{ips / ref_ips:.2f}x", f"{ceiling:.0f}", f"{100 * ips / ceiling:.0f}%",
-                         " / ".join(f"{100 * r['knn_top1']:.2f}" for r in runs), f"{100 * knn:.2f}", f"{100 * (knn - ref_knn):+.2f}"])
+            rows.append(
+                [
+                    label,
+                    f"{ips:.0f}",
+                    f"{ips / ref_ips:.2f}x",
+                    f"{ceiling:.0f}",
+                    f"{100 * ips / ceiling:.0f}%",
+                    " / ".join(f"{100 * r['knn_top1']:.2f}" for r in runs),
+                    f"{100 * knn:.2f}",
+                    f"{100 * (knn - ref_knn):+.2f}",
+                ]
+            )
             if label == "ours":
-                summary_rows.append([w["workload"], w["backbone"], f"{ips / ref_ips:.2f}x", f"{100 * ips / ceiling:.0f}%", f"{100 * (knn - ref_knn):+.2f}",
-                                     f"{100 * ref_sd:.2f}"])
-        table = markdown_table(["pipeline", "img/s", "vs lightly", "model-only img/s", "of ceiling", "kNN top-1 % per seed", "mean", "vs lightly (pt)"], rows)
+                summary_rows.append(
+                    [
+                        w["workload"],
+                        w["backbone"],
+                        f"{ips / ref_ips:.2f}x",
+                        f"{100 * ips / ceiling:.0f}%",
+                        f"{100 * (knn - ref_knn):+.2f}",
+                        f"{100 * ref_sd:.2f}",
+                    ]
+                )
+        table = markdown_table(
+            [
+                "pipeline",
+                "img/s",
+                "vs lightly",
+                "model-only img/s",
+                "of ceiling",
+                "kNN top-1 % per seed",
+                "mean",
+                "vs lightly (pt)",
+            ],
+            rows,
+        )
         probe = ", ".join(f"{k} workers {v:.0f} img/s" for k, v in w["ref_probe"].items())
-        parts.append(f"""### {w['workload']}: {w['backbone']}, {'x'.join(map(str, w['input_shape']))}, {w['train_images']:,} training images, {w['epochs']} epoch(s) of {w['steps_per_epoch']} steps, batch 256
+        shape = "x".join(map(str, w["input_shape"]))
+        heading = (
+            f"### {w['workload']}: {w['backbone']}, {shape}, {w['train_images']:,} training images, "
+            f"{w['epochs']} epoch(s) of {w['steps_per_epoch']} steps, batch 256"
+        )
+        parts.append(f"""{heading}
 
 {table}
 
-Our precision: {w['precision_ours']}. Reference DataLoader workers: {w['ref_workers']} (probe: {probe}). kNN on the {w['test_images']:,} test images.
+Our precision: {w["precision_ours"]}. Reference DataLoader workers: {w["ref_workers"]} (probe: {probe}).
+kNN on the {w["test_images"]:,} test images.
 """)
-    summary = markdown_table(["workload", "backbone", "ours vs lightly img/s", "ours of its ceiling", "kNN ours - lightly (pt)", "lightly kNN seed sd (pt)"], summary_rows)
+    summary = markdown_table(
+        [
+            "workload",
+            "backbone",
+            "ours vs lightly img/s",
+            "ours of its ceiling",
+            "kNN ours - lightly (pt)",
+            "lightly kNN seed sd (pt)",
+        ],
+        summary_rows,
+    )
     body = f"""## Pretraining throughput: ours vs a lightly reference loop (issue 6)
 
-Side by side in one process on {store['machine']} (git {store['git']}), seeds {store['seeds']}.
+Side by side in one process on {store["machine"]} (git {store["git"]}), seeds {store["seeds"]}.
 The reference is lightly's SimCLR example loop: per-image PIL `SimCLRTransform` in a DataLoader, lightly's
 `SimCLRProjectionHead` and `NTXentLoss`, two forward passes per step, float32. Both sides share backbone,
 projection head (512 -> 128, BatchNorm), NT-Xent at T=0.2, batch 256, input size, data, augmentation parameters,
-AdamW (lr 2e-3, 1 warm-up epoch, cosine) and epochs. Images/s: steps after the first {store['warmup']} of each
+AdamW (lr 2e-3, 1 warm-up epoch, cosine) and epochs. Images/s: steps after the first {store["warmup"]} of each
 run, epoch boundaries included. Model-only: forward + backward + AdamW on fixed views with that row's
 settings (ours: channels_last, its precision, one pass per view; reference: float32, two passes). kNN: FAISS,
 cosine, k=20, T=0.07, same evaluator for all encoders.
@@ -318,7 +431,16 @@ def main() -> None:
     store = {"machine": machine(), "git": git_rev(), "seeds": seeds, "warmup": args.warmup, "workloads": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.workloads.split(","):
-            store["workloads"].append(run_workload(WORKLOADS[name], seeds, [int(n) for n in args.ref_workers.split(",")], args.warmup, args.ceiling_steps, Path(tmp)))
+            store["workloads"].append(
+                run_workload(
+                    WORKLOADS[name],
+                    seeds,
+                    [int(n) for n in args.ref_workers.split(",")],
+                    args.warmup,
+                    args.ceiling_steps,
+                    Path(tmp),
+                )
+            )
     save_json(STORE, store)
     if not args.no_render:
         render(store, command_line("throughput.py", ap, args))

@@ -16,6 +16,7 @@ neither torch nor timm.
 from __future__ import annotations
 
 import importlib.abc
+import importlib.machinery
 import sys
 from typing import Any
 
@@ -50,8 +51,6 @@ class _AfterTimmImport:
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname != "timm":
             return None
-        import importlib.machinery
-
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:

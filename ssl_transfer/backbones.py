@@ -4,8 +4,9 @@ images (B, C, H, W) to pooled features (B, embed_dim)."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +94,8 @@ def check_backbone_name(name: str) -> None:
     close = difflib.get_close_matches(name, list(SMALL_CNNS.names()) + list(_timm_names()), n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     raise ValueError(
-        f"unknown backbone {name!r}{hint}; small CNNs: {', '.join(SMALL_CNNS.names())}, or any timm model name (timm.list_models())"
+        f"unknown backbone {name!r}{hint}; small CNNs: {', '.join(SMALL_CNNS.names())}, or any timm model name "
+        "(timm.list_models())"
     )
 
 
@@ -110,7 +112,10 @@ def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kw
     args = dict(num_classes=0, in_chans=in_chans, **kwargs)
     if "img_size" not in kwargs:
         try:  # models with a fixed token grid (ViT, Swin, ...) must be told the input size
-            return TimmBackbone(timm.create_model(name, pretrained=pretrained, img_size=image_size, **args), {**args, "img_size": image_size})
+            return TimmBackbone(
+                timm.create_model(name, pretrained=pretrained, img_size=image_size, **args),
+                {**args, "img_size": image_size},
+            )
         except TypeError as e:
             if "img_size" not in str(e):
                 raise
@@ -141,7 +146,10 @@ def build_backbone(
             raise BackboneError(f"backbone.kwargs for {name!r} rejected: {e}") from None
         except (OSError, RuntimeError) as e:
             if pretrained:
-                raise BackboneError(f"backbone.pretrained=true: weights for {name!r} are not available offline ({str(e).splitlines()[0]})") from None
+                raise BackboneError(
+                    f"backbone.pretrained=true: weights for {name!r} are not available offline "
+                    f"({str(e).splitlines()[0]})"
+                ) from None
             raise
     was_training = model.training
     model.eval()
@@ -152,5 +160,7 @@ def build_backbone(
         raise BackboneError(f"backbone {name!r} cannot take {c}×{h}×{w} inputs ({str(e).splitlines()[0]})") from None
     model.train(was_training)
     if out.shape != (1, model.embed_dim):
-        raise BackboneError(f"backbone {name!r} returns {tuple(out.shape)} for one image, expected (1, {model.embed_dim})")
+        raise BackboneError(
+            f"backbone {name!r} returns {tuple(out.shape)} for one image, expected (1, {model.embed_dim})"
+        )
     return model

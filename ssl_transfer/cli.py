@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ssl_transfer.errors import NonFiniteError, Stopped, UserError
 
@@ -67,7 +67,10 @@ def _print_eval(result: dict) -> None:
 
     knn = headline(result, "knn")
     if knn:
-        print(f"kNN (k={knn['k']}, T={knn['temperature']}) on {knn['n_test']} test images: top-1 {100 * knn['top1']:.2f}%  top-5 {100 * knn['top5']:.2f}%")
+        print(
+            f"kNN (k={knn['k']}, T={knn['temperature']}) on {knn['n_test']} test images: top-1 "
+            f"{100 * knn['top1']:.2f}%  top-5 {100 * knn['top5']:.2f}%"
+        )
     print(f"\ntop-1 test accuracy (%) on {result['data']['source']}:")
     print(summary_table(result))
 
@@ -86,7 +89,9 @@ def _int_list(text: str, name: str, allow_all: bool = False) -> list:
         try:
             out.append(int(part))
         except ValueError:
-            raise UserError(f"--{name}: expected comma-separated integers{' or all' if allow_all else ''}, got {part!r}") from None
+            raise UserError(
+                f"--{name}: expected comma-separated integers{' or all' if allow_all else ''}, got {part!r}"
+            ) from None
     return out
 
 
@@ -115,10 +120,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (Path(args.encoder) / "eval" if run_recipe.is_file() else Path("eval"))
     given = {
         "protocols": _str_list(args.protocols),
-        "labels_per_class": _int_list(args.labels_per_class, "labels-per-class", allow_all=True) if args.labels_per_class else None,
+        "labels_per_class": _int_list(args.labels_per_class, "labels-per-class", allow_all=True)
+        if args.labels_per_class
+        else None,
         "seeds": _int_list(args.seeds, "seeds") if args.seeds else None,
         "knn": {k: v for k, v in (("k", args.k), ("temperature", args.temperature)) if v is not None} or None,
-        "finetune": {k: v for k, v in (("strategies", _str_list(args.finetune)), ("epochs", args.epochs)) if v is not None} or None,
+        "finetune": {
+            k: v for k, v in (("strategies", _str_list(args.finetune)), ("epochs", args.epochs)) if v is not None
+        }
+        or None,
     }
     options = rec.eval.model_dump(mode="json", exclude={"data"}) if rec is not None and not args.dataset else {}
     for key, value in given.items():
@@ -149,16 +159,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         import json
 
         t = json.loads(res.meta_path.read_text())["timm"]
-        print(f"load with: timm.create_model({t['model_name']!r}, pretrained=True, pretrained_cfg_overlay=<'timm.pretrained_cfg_overlay' in {res.meta_path.name}>"
-              f"{', **model_args' if t['model_args'] else ''}) or timm.create_model('local-dir:{res.path}', pretrained=True)")
+        print(
+            f"load with: timm.create_model({t['model_name']!r}, pretrained=True, "
+            f"pretrained_cfg_overlay=<'timm.pretrained_cfg_overlay' in {res.meta_path.name}>"
+            f"{', **model_args' if t['model_args'] else ''}) or timm.create_model('local-dir:{res.path}', "
+            "pretrained=True)"
+        )
     return 0
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from ssl_transfer.embed import embed_folder
 
-    res = embed_folder(args.encoder, args.images_dir, args.out, batch_size=args.batch_size, num_workers=args.workers,
-                       device=args.device, bad_images=args.bad_images)
+    res = embed_folder(
+        args.encoder,
+        args.images_dir,
+        args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        device=args.device,
+        bad_images=args.bad_images,
+    )
     print(f"{res.count} embeddings of dim {res.dim} -> {res.embeddings}  (row order: {res.files}; details: {res.meta})")
     if res.skipped:
         print(f"skipped {res.skipped} unreadable file(s); listed in {res.meta}")
@@ -175,12 +196,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         import timm
 
         from ssl_transfer.backbones import SMALL_CNNS
-
         from ssl_transfer.timm_models import CIFAR_RESNETS
 
         rows = [(n, f"small CNN, embed_dim {SMALL_CNNS.get(n)(1).embed_dim}, for 8-32 px inputs") for n in SMALL_CNNS]
-        rows += [(n, f"timm ResNet-{n[6:8]} with a 3x3 stride-1 stem and no max-pool, for 32 px inputs") for n in CIFAR_RESNETS]
-        rows.append(("<timm name>", f"any of timm's {len(timm.list_models())} models, e.g. resnet18, vit_tiny_patch16_224"))
+        rows += [
+            (n, f"timm ResNet-{n[6:8]} with a 3x3 stride-1 stem and no max-pool, for 32 px inputs")
+            for n in CIFAR_RESNETS
+        ]
+        rows.append(
+            ("<timm name>", f"any of timm's {len(timm.list_models())} models, e.g. resnet18, vit_tiny_patch16_224")
+        )
     elif args.what == "datasets":
         from ssl_transfer.data import SOURCES
 
@@ -206,10 +231,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssl-transfer", description="Self-supervised pretraining, evaluation and export of image encoders.")
+    parser = argparse.ArgumentParser(
+        prog="ssl-transfer", description="Self-supervised pretraining, evaluation and export of image encoders."
+    )
     talk = parser.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no progress bar or epoch lines")
-    talk.add_argument("-v", "--verbose", action="store_true", help="also Lightning's own info lines and the model summary")
+    talk.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only: no progress bar or epoch lines"
+    )
+    talk.add_argument(
+        "-v", "--verbose", action="store_true", help="also Lightning's own info lines and the model summary"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
         ("pretrain", "pretrain an encoder from a recipe; writes runs/<name>/", cmd_pretrain),
@@ -219,44 +250,83 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_run_args(p)
         p.set_defaults(fn=fn)
-    p = sub.add_parser("evaluate", help="evaluate any encoder: kNN, linear probe, fine-tuning, scratch, label budgets",
-                       description="Evaluate an encoder (run dir, encoder file, timm:NAME or torchvision:NAME) on a dataset. Options "
-                       "not given come from a run dir's recipe (its eval section), else from the recipe defaults shown.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate any encoder: kNN, linear probe, fine-tuning, scratch, label budgets",
+        description="Evaluate an encoder (run dir, encoder file, timm:NAME or torchvision:NAME) on a dataset. Options "
+        "not given come from a run dir's recipe (its eval section), else from the recipe defaults shown.",
+    )
     p.add_argument("encoder", help="run dir, encoder.safetensors/.json, timm:NAME or torchvision:NAME")
-    p.add_argument("--dataset", help="data source name (see `list datasets`), a .npz file, or an image folder; default: the run's data")
-    p.add_argument("--data", nargs="*", default=[], metavar="key=value", help="data section fields, e.g. root=data/cifar10 image_size=32")
+    p.add_argument(
+        "--dataset",
+        help="data source name (see `list datasets`), a .npz file, or an image folder; default: the run's data",
+    )
+    p.add_argument(
+        "--data",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="data section fields, e.g. root=data/cifar10 image_size=32",
+    )
     from ssl_transfer.recipe import EvalConfig  # pydantic only: the defaults shown are the schema's
 
     d = EvalConfig()
     base = "default"
     p.add_argument("--protocols", help=f"comma list of knn, linear, finetune, scratch ({base} {','.join(d.protocols)})")
     p.add_argument("--labels-per-class", help=f"comma list of label budgets per class, e.g. 1,10,100,all ({base} all)")
-    p.add_argument("--seeds", help=f"comma list of seeds, one label draw and training run per seed ({base} {','.join(map(str, d.seeds))})")
+    p.add_argument(
+        "--seeds",
+        help=f"comma list of seeds, one label draw and training run per seed ({base} {','.join(map(str, d.seeds))})",
+    )
     p.add_argument("--k", type=int, help=f"kNN neighbours ({base} {d.knn.k})")
-    p.add_argument("--temperature", type=float, help=f"kNN vote temperature T: weights exp(sim/T) ({base} {d.knn.temperature})")
-    p.add_argument("--finetune", help=f"comma list of fine-tuning strategies: full, head, llrd, freeze:K ({base} {','.join(d.finetune.strategies)})")
+    p.add_argument(
+        "--temperature", type=float, help=f"kNN vote temperature T: weights exp(sim/T) ({base} {d.knn.temperature})"
+    )
+    p.add_argument(
+        "--finetune",
+        help=f"comma list of fine-tuning strategies: full, head, llrd, freeze:K ({base} "
+        f"{','.join(d.finetune.strategies)})",
+    )
     p.add_argument("--epochs", type=int, help=f"fine-tuning epochs, at least 300 steps ({base} {d.finetune.epochs})")
     p.add_argument("--out", help="output folder for eval.json and report.md (default: RUN_DIR/eval or ./eval)")
     p.set_defaults(fn=cmd_evaluate)
-    p = sub.add_parser("export", help="export an encoder as safetensors, torchscript, pt2, onnx or a timm model folder",
-                       description="Export a run's encoder (or any exported encoder) and check the export against it.")
+    p = sub.add_parser(
+        "export",
+        help="export an encoder as safetensors, torchscript, pt2, onnx or a timm model folder",
+        description="Export a run's encoder (or any exported encoder) and check the export against it.",
+    )
     p.add_argument("source", help="run dir or encoder file (.safetensors/.pt/.onnx/timm folder)")
-    p.add_argument("--format", required=True, metavar="FORMAT", help="safetensors, torchscript, pt2 (torch.export), onnx or timm")
-    p.add_argument("--out", help="output path (suffix set by the format; a folder for timm); default RUN_DIR/export/encoder.<ext>")
+    p.add_argument(
+        "--format", required=True, metavar="FORMAT", help="safetensors, torchscript, pt2 (torch.export), onnx or timm"
+    )
+    p.add_argument(
+        "--out", help="output path (suffix set by the format; a folder for timm); default RUN_DIR/export/encoder.<ext>"
+    )
     p.set_defaults(fn=cmd_export)
-    p = sub.add_parser("embed", help="embed a folder of images with an encoder into a .npy file",
-                       description="Embed every image under IMAGES_DIR (recursively) with ENCODER.")
+    p = sub.add_parser(
+        "embed",
+        help="embed a folder of images with an encoder into a .npy file",
+        description="Embed every image under IMAGES_DIR (recursively) with ENCODER.",
+    )
     p.add_argument("encoder", help="run dir, exported encoder (any format) or timm:NAME")
     p.add_argument("images_dir")
-    p.add_argument("--out", default="embeddings.npy", help="output .npy (N, D) float32; .files.txt and .json are written beside it")
+    p.add_argument(
+        "--out", default="embeddings.npy", help="output .npy (N, D) float32; .files.txt and .json are written beside it"
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers reading the images")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop")
+    p.add_argument(
+        "--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop"
+    )
     p.set_defaults(fn=cmd_embed)
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, bundled recipes or recipe fields")
     p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes", "fields"])
-    p.add_argument("section", nargs="?", help="fields: only this section (optim, augment, ...) or method (simclr: its method.* fields)")
+    p.add_argument(
+        "section",
+        nargs="?",
+        help="fields: only this section (optim, augment, ...) or method (simclr: its method.* fields)",
+    )
     p.set_defaults(fn=cmd_list)
     return parser
 

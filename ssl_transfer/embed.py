@@ -72,7 +72,9 @@ def embed_folder(
     found = list_images(root, recursive=True)
     files, _, skipped = readable_images(found, [-1] * len(found), f"images_dir={root}", bad_images)
     ds = _Images(files, enc.preprocess.channels, enc.preprocess.size, bad_images)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"
+    )
 
     out = Path(out).with_suffix(".npy")
     out.parent.mkdir(parents=True, exist_ok=True)

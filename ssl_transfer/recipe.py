@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import core_schema
 
 from ssl_transfer.data.augment_spec import AugmentConfig
@@ -32,21 +31,43 @@ class RecipeError(UserError, ValueError):
 class DataConfig(StrictModel):
     """Where the images come from and how batches are formed."""
 
-    source: str = Field("digits", description="registered data source: digits, npz, mnist, fashion_mnist, cifar10, stl10, imagefolder")
+    source: str = Field(
+        "digits", description="registered data source: digits, npz, mnist, fashion_mnist, cifar10, stl10, imagefolder"
+    )
     path: str | None = Field(None, description="npz: the .npz file with x_train/y_train/x_test/y_test")
-    root: str | None = Field(None, description="torchvision sources: dataset root; imagefolder: folder of training images")
+    root: str | None = Field(
+        None, description="torchvision sources: dataset root; imagefolder: folder of training images"
+    )
     test_root: str | None = Field(None, description="imagefolder: optional folder of test images")
     download: bool = Field(False, description="torchvision sources: download into root if missing (needs network)")
     unlabeled: bool = Field(False, description="stl10: pretrain on train+unlabeled (100k extra images)")
-    image_size: Annotated[int, Field(ge=4, le=1024)] | None = Field(None, description="resize to this square size; None keeps the native size (imagefolder: size of the first image)")
-    channels: Literal[1, 3] | None = Field(None, description="convert to 1 (grayscale) or 3 (RGB) channels; None keeps the native count")
-    limit_train: Annotated[int, Field(gt=0)] | None = Field(None, description="use only the first N training images (quick runs)")
-    batch_size: Annotated[int, Field(gt=0)] = Field(256, description="images per optimizer step, per device (global batch = this x devices x nodes)")
-    num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
-        "auto", description="DataLoader workers; auto = 0 for in-memory arrays (batches are one index op), min(8, CPUs) for image folders"
+    image_size: Annotated[int, Field(ge=4, le=1024)] | None = Field(
+        None,
+        description="resize to this square size; None keeps the native size (imagefolder: size of the first image)",
     )
-    in_memory: bool = Field(False, description="imagefolder: decode every image once at start into memory (uint8, resized), then train like an array source")
-    bad_images: Literal["skip", "error"] = Field("skip", description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file")
+    channels: Literal[1, 3] | None = Field(
+        None, description="convert to 1 (grayscale) or 3 (RGB) channels; None keeps the native count"
+    )
+    limit_train: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="use only the first N training images (quick runs)"
+    )
+    batch_size: Annotated[int, Field(gt=0)] = Field(
+        256, description="images per optimizer step, per device (global batch = this x devices x nodes)"
+    )
+    num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        "auto",
+        description="DataLoader workers; auto = 0 for in-memory arrays (batches are one index op), min(8, CPUs) for "
+        "image folders",
+    )
+    in_memory: bool = Field(
+        False,
+        description="imagefolder: decode every image once at start into memory (uint8, resized), then train like an "
+        "array source",
+    )
+    bad_images: Literal["skip", "error"] = Field(
+        "skip",
+        description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file",
+    )
 
     @field_validator("source")
     @classmethod
@@ -58,7 +79,7 @@ class DataConfig(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _needs(self) -> "DataConfig":
+    def _needs(self) -> DataConfig:
         from ssl_transfer.data.sources import SOURCES
 
         for key in SOURCES.get(self.source).required:
@@ -70,9 +91,17 @@ class DataConfig(StrictModel):
 class BackboneConfig(StrictModel):
     """The encoder: a small CNN (cnn_tiny, cnn_small, cnn_base) or any timm model name."""
 
-    name: str = Field("cnn_small", description="a small CNN (cnn_tiny, cnn_small, cnn_base), a CIFAR ResNet (resnet18_cifar, resnet50_cifar) or any timm model name")
-    pretrained: bool = Field(False, description="timm only: load pretrained weights (must already be in the local cache)")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the constructor (e.g. drop_path_rate)")
+    name: str = Field(
+        "cnn_small",
+        description="a small CNN (cnn_tiny, cnn_small, cnn_base), a CIFAR ResNet (resnet18_cifar, resnet50_cifar) or "
+        "any timm model name",
+    )
+    pretrained: bool = Field(
+        False, description="timm only: load pretrained weights (must already be in the local cache)"
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for the constructor (e.g. drop_path_rate)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -86,62 +115,123 @@ class BackboneConfig(StrictModel):
 class OptimConfig(StrictModel):
     """Optimizer and learning-rate schedule (linear warm-up, then cosine decay per step)."""
 
-    optimizer: Literal["adamw", "adam", "sgd", "lars"] = Field("adamw", description="lars = sgd with layer-wise trust ratios (You et al. 2017)")
-    lr: Annotated[float, Field(gt=0)] = Field(1e-3, description="peak learning rate (after warm-up), scaled by lr_batch_size when set")
+    optimizer: Literal["adamw", "adam", "sgd", "lars"] = Field(
+        "adamw", description="lars = sgd with layer-wise trust ratios (You et al. 2017)"
+    )
+    lr: Annotated[float, Field(gt=0)] = Field(
+        1e-3, description="peak learning rate (after warm-up), scaled by lr_batch_size when set"
+    )
     lr_batch_size: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="the global batch that lr is for: lr is scaled by global batch / lr_batch_size (linear rule); null = lr as given"
+        None,
+        description="the global batch that lr is for: lr is scaled by global batch / lr_batch_size (linear rule); "
+        "null = lr as given",
     )
     weight_decay: Annotated[float, Field(ge=0)] = Field(1e-4, description="decoupled for adamw, L2 for adam/sgd/lars")
     momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="sgd/lars momentum")
     trust_coefficient: Annotated[float, Field(gt=0)] = Field(
-        0.001, description="lars: each layer's step is lr x trust_coefficient x |w| / |g| (norms and biases, which get no weight decay, are not adapted)"
+        0.001,
+        description="lars: each layer's step is lr x trust_coefficient x |w| / |g| (norms and biases, which get no "
+        "weight decay, are not adapted)",
     )
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field((0.9, 0.999), description="adam/adamw moment decay rates")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="after warm-up: cosine decay per step to lr x min_lr_ratio, or constant")
-    warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear warm-up length in epochs (a warm-up of half the run or more is warned about; one of the whole run is cut to half)")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="adam/adamw moment decay rates"
+    )
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="after warm-up: cosine decay per step to lr x min_lr_ratio, or constant"
+    )
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(
+        0.0,
+        description="linear warm-up length in epochs (a warm-up of half the run or more is warned about; one of the "
+        "whole run is cut to half)",
+    )
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
-        None, description="warm-up as a fraction of the run instead of warmup_epochs, so that it follows trainer.max_epochs; set one of the two"
+        None,
+        description="warm-up as a fraction of the run instead of warmup_epochs, so that it follows "
+        "trainer.max_epochs; set one of the two",
     )
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = Field(0.0, description="cosine ends at lr * min_lr_ratio")
     exclude_norm_and_bias: bool = Field(True, description="no weight decay on norm layers and biases")
 
     @model_validator(mode="after")
-    def _one_warmup(self) -> "OptimConfig":
+    def _one_warmup(self) -> OptimConfig:
         if self.warmup_fraction is not None and self.warmup_epochs > 0:
-            raise ValueError(f"optim.warmup_epochs={self.warmup_epochs:g} and optim.warmup_fraction={self.warmup_fraction:g}: "
-                             "set one of the two (optim.warmup_epochs=0 to use the fraction)")
+            raise ValueError(
+                f"optim.warmup_epochs={self.warmup_epochs:g} and optim.warmup_fraction={self.warmup_fraction:g}: "
+                "set one of the two (optim.warmup_epochs=0 to use the fraction)"
+            )
         return self
 
 
 class TrainerConfig(StrictModel):
     """PyTorch Lightning Trainer settings."""
 
-    max_epochs: Annotated[int, Field(gt=0)] = Field(10, description="passes over the training images (schedules are laid out over them)")
-    max_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="stop after this many optimizer steps (overrides max_epochs when reached first)")
-    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto = cuda when present, else cpu")
-    devices: Literal["auto"] | Annotated[int, Field(gt=0)] = Field("auto", description="devices per node; auto = all visible GPUs, or 1 CPU process")
-    num_nodes: Annotated[int, Field(gt=0)] = Field(1, description="machines (DDP through Lightning)")
-    strategy: Literal["auto", "ddp"] = Field("auto", description="auto = ddp when more than one device, else single process")
-    sync_batchnorm: bool = Field(False, description="DDP: BatchNorm statistics over the global batch (as SimCLR, BYOL, Barlow Twins papers)")
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
-        "auto", description="auto = bf16-mixed on GPU and on CPUs with native bf16 (AVX512-BF16/AMX), else 32-true; losses always run in float32"
+    max_epochs: Annotated[int, Field(gt=0)] = Field(
+        10, description="passes over the training images (schedules are laid out over them)"
     )
-    channels_last: bool = Field(True, description="model and views in channels_last memory format (faster convolutions on GPUs and oneDNN CPUs)")
-    compile: bool = Field(False, description="torch.compile the encoder and heads (first steps slower while compiling; needs a C++ compiler on CPU)")
-    joint_views: bool = Field(False, description="one forward pass over all views concatenated (BatchNorm statistics shared across views) instead of one pass per view")
-    gradient_clip_val: Annotated[float, Field(gt=0)] | None = Field(None, description="clip the global gradient norm to this; null = no clipping")
-    log_every_n_steps: Annotated[int, Field(gt=0)] = Field(10, description="write step metrics (loss, lr) to metrics.jsonl every N steps")
-    progress_bar: bool = Field(True, description="a progress bar on a terminal (one line per epoch when output is not a terminal)")
-    deterministic: bool = Field(False, description="deterministic algorithms only (with the default batched augmentation, a resumed run then ends bit-identical to an uninterrupted one on CPU)")
-    checkpoint_every_n_steps: Annotated[int, Field(gt=0)] | None = Field(None, description="also write last.ckpt every N optimizer steps (it is always written at each epoch end)")
-    checkpoint_every_minutes: Annotated[float, Field(gt=0)] | None = Field(10.0, description="also write last.ckpt when this many minutes passed since the last write; null = off")
-    stop_on_nonfinite: bool = Field(True, description="stop, naming the step, when the loss or a gradient is NaN/inf (the last checkpoint stays good)")
+    max_steps: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="stop after this many optimizer steps (overrides max_epochs when reached first)"
+    )
+    accelerator: Literal["auto", "cpu", "gpu"] = Field("auto", description="auto = cuda when present, else cpu")
+    devices: Literal["auto"] | Annotated[int, Field(gt=0)] = Field(
+        "auto", description="devices per node; auto = all visible GPUs, or 1 CPU process"
+    )
+    num_nodes: Annotated[int, Field(gt=0)] = Field(1, description="machines (DDP through Lightning)")
+    strategy: Literal["auto", "ddp"] = Field(
+        "auto", description="auto = ddp when more than one device, else single process"
+    )
+    sync_batchnorm: bool = Field(
+        False, description="DDP: BatchNorm statistics over the global batch (as SimCLR, BYOL, Barlow Twins papers)"
+    )
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto",
+        description="auto = bf16-mixed on GPU and on CPUs with native bf16 (AVX512-BF16/AMX), else 32-true; losses "
+        "always run in float32",
+    )
+    channels_last: bool = Field(
+        True, description="model and views in channels_last memory format (faster convolutions on GPUs and oneDNN CPUs)"
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the encoder and heads (first steps slower while compiling; needs a C++ compiler "
+        "on CPU)",
+    )
+    joint_views: bool = Field(
+        False,
+        description="one forward pass over all views concatenated (BatchNorm statistics shared across views) instead "
+        "of one pass per view",
+    )
+    gradient_clip_val: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="clip the global gradient norm to this; null = no clipping"
+    )
+    log_every_n_steps: Annotated[int, Field(gt=0)] = Field(
+        10, description="write step metrics (loss, lr) to metrics.jsonl every N steps"
+    )
+    progress_bar: bool = Field(
+        True, description="a progress bar on a terminal (one line per epoch when output is not a terminal)"
+    )
+    deterministic: bool = Field(
+        False,
+        description="deterministic algorithms only (with the default batched augmentation, a resumed run then ends "
+        "bit-identical to an uninterrupted one on CPU)",
+    )
+    checkpoint_every_n_steps: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="also write last.ckpt every N optimizer steps (it is always written at each epoch end)"
+    )
+    checkpoint_every_minutes: Annotated[float, Field(gt=0)] | None = Field(
+        10.0, description="also write last.ckpt when this many minutes passed since the last write; null = off"
+    )
+    stop_on_nonfinite: bool = Field(
+        True,
+        description="stop, naming the step, when the loss or a gradient is NaN/inf (the last checkpoint stays good)",
+    )
 
 
 class LoggingConfig(StrictModel):
     """wandb (offline unless asked) plus the local metrics.jsonl that is always written."""
 
-    wandb: Literal["offline", "online", "disabled"] = Field("offline", description="offline writes wandb/ in the run dir (sync later); online needs network")
+    wandb: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="offline writes wandb/ in the run dir (sync later); online needs network"
+    )
     project: str = Field("ssl-transfer", description="wandb project")
     entity: str | None = Field(None, description="wandb team or user; null = your default")
     plots: bool = Field(True, description="save reconstruction grids and loss curves as PNG in the run dir")
@@ -158,35 +248,54 @@ class LinearConfig(StrictModel):
     """The linear probe: L2-regularised logistic regression (full-batch L-BFGS) on standardised frozen features."""
 
     l2: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [10.0 ** e for e in range(-7, 0)],
-        description="penalties searched on a 20% validation split (mean cross-entropy + l2/2 ||W||^2; sklearn C = 1/(l2 N)); "
+        default_factory=lambda: [10.0**e for e in range(-7, 0)],
+        description="penalties searched on a 20% validation split (mean cross-entropy + l2/2 ||W||^2; sklearn C = "
+        "1/(l2 N)); "
         "a best value at an edge extends the range once by two decades",
         min_length=1,
     )
-    max_iter: Annotated[int, Field(gt=0)] = Field(1000, description="L-BFGS iterations per fit at most (a fit stops earlier once its largest gradient entry is within scikit-learn's tolerance)")
+    max_iter: Annotated[int, Field(gt=0)] = Field(
+        1000,
+        description="L-BFGS iterations per fit at most (a fit stops earlier once its largest gradient entry is "
+        "within scikit-learn's tolerance)",
+    )
 
 
 class FinetuneConfig(StrictModel):
     """Fine-tuning the encoder with a linear head on the labelled training images (AdamW, cosine schedule)."""
 
     strategies: list[Annotated[str, Field(pattern=r"^(full|head|llrd|freeze:\d+)$")]] = Field(
-        default_factory=lambda: ["full"], description="full, head (feature extraction), llrd (layer-wise lr decay), freeze:K (first K blocks)"
+        default_factory=lambda: ["full"],
+        description="full, head (feature extraction), llrd (layer-wise lr decay), freeze:K (first K blocks)",
     )
     epochs: Annotated[int, Field(gt=0)] = Field(20, description="epochs over the labelled images (at least 300 steps)")
-    lr: Annotated[float, Field(gt=0)] = Field(1e-3, description="peak learning rate of the head (and of the encoder's last block under llrd)")
-    layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(0.75, description="llrd: each earlier block's lr is this times the next one's")
-    warmup_epochs: Annotated[float, Field(ge=0)] = Field(0.0, description="linear lr warm-up before the cosine, in epochs (same rule as optim.warmup_epochs)")
+    lr: Annotated[float, Field(gt=0)] = Field(
+        1e-3, description="peak learning rate of the head (and of the encoder's last block under llrd)"
+    )
+    layer_decay: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.75, description="llrd: each earlier block's lr is this times the next one's"
+    )
+    warmup_epochs: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="linear lr warm-up before the cosine, in epochs (same rule as optim.warmup_epochs)"
+    )
 
 
 class EvalConfig(StrictModel):
     """What `ssl-transfer run` evaluates after pretraining, with the one shared evaluator."""
 
     protocols: list[Literal["knn", "linear", "finetune", "scratch"]] = Field(
-        default_factory=lambda: ["knn", "linear"], description="knn, linear (probe on frozen features), finetune, scratch (same network, random init)"
+        default_factory=lambda: ["knn", "linear"],
+        description="knn, linear (probe on frozen features), finetune, scratch (same network, random init)",
     )
-    data: DataConfig | None = Field(None, description="evaluate on other data (cross-dataset transfer); default: the pretraining data")
-    labels_per_class: list[Annotated[int, Field(gt=0)] | None] = Field(default_factory=lambda: [None], description="label budgets; null = all labels")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], description="one label draw and one training run per seed")
+    data: DataConfig | None = Field(
+        None, description="evaluate on other data (cross-dataset transfer); default: the pretraining data"
+    )
+    labels_per_class: list[Annotated[int, Field(gt=0)] | None] = Field(
+        default_factory=lambda: [None], description="label budgets; null = all labels"
+    )
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0], description="one label draw and one training run per seed"
+    )
     knn: KNNConfig = Field(default_factory=KNNConfig)
     linear: LinearConfig = Field(default_factory=LinearConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
@@ -194,14 +303,27 @@ class EvalConfig(StrictModel):
 
 class MonitorConfig(StrictModel):
     """Online monitoring while pretraining: kNN on the labelled held-out split and collapse signals, logged as
-    ``monitor/*`` to metrics.jsonl and wandb (see :mod:`ssl_transfer.training.monitor`); kNN uses ``eval.knn``'s k and T."""
+    ``monitor/*`` to metrics.jsonl and wandb (see :mod:`ssl_transfer.training.monitor`); kNN uses ``eval.knn``'s k
+    and T."""
 
-    enabled: Literal["auto"] | bool = Field("auto", description="auto = on when the data has a test split (kNN when it is labelled)")
-    every_n_epochs: Annotated[int, Field(gt=0)] = Field(1, description="kNN every N epochs (and before the first, and at the last); collapse signals every epoch")
-    val_samples: Annotated[int, Field(gt=3)] = Field(1000, description="held-out images embedded clean each epoch: two-fold kNN within them, collapse signals")
-    align_samples: Annotated[int, Field(ge=0)] = Field(128, description="held-out images seen in two augmented views for the alignment signal")
-    collapse_std_ratio: Annotated[float, Field(ge=0)] = Field(0.05, description="warn when std of normalised embeddings x sqrt(D) falls below this")
-    collapse_rank: Annotated[float, Field(ge=0)] = Field(1.5, description="warn when the effective rank (RankMe) falls below this")
+    enabled: Literal["auto"] | bool = Field(
+        "auto", description="auto = on when the data has a test split (kNN when it is labelled)"
+    )
+    every_n_epochs: Annotated[int, Field(gt=0)] = Field(
+        1, description="kNN every N epochs (and before the first, and at the last); collapse signals every epoch"
+    )
+    val_samples: Annotated[int, Field(gt=3)] = Field(
+        1000, description="held-out images embedded clean each epoch: two-fold kNN within them, collapse signals"
+    )
+    align_samples: Annotated[int, Field(ge=0)] = Field(
+        128, description="held-out images seen in two augmented views for the alignment signal"
+    )
+    collapse_std_ratio: Annotated[float, Field(ge=0)] = Field(
+        0.05, description="warn when std of normalised embeddings x sqrt(D) falls below this"
+    )
+    collapse_rank: Annotated[float, Field(ge=0)] = Field(
+        1.5, description="warn when the effective rank (RankMe) falls below this"
+    )
     save_best: bool = Field(False, description="keep checkpoints/best.ckpt at the best monitored kNN")
 
 
@@ -209,7 +331,8 @@ class ExportConfig(StrictModel):
     """Formats written by `ssl-transfer run` besides the run dir's encoder.safetensors."""
 
     formats: list[Literal["safetensors", "torchscript", "pt2", "onnx", "timm"]] = Field(
-        default_factory=lambda: ["safetensors"], description="each goes to <run dir>/export/ (timm: a folder), checked against the encoder"
+        default_factory=lambda: ["safetensors"],
+        description="each goes to <run dir>/export/ (timm: a folder), checked against the encoder",
     )
 
 
@@ -238,7 +361,9 @@ class _RegisteredMethod:
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
             lambda value: _method_adapter().validate_python(value),
-            serialization=core_schema.plain_serializer_function_ser_schema(lambda m, info: m.model_dump(mode=info.mode), info_arg=True),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda m, info: m.model_dump(mode=info.mode), info_arg=True
+            ),
         )
 
 
@@ -248,12 +373,18 @@ MethodSection = Annotated[MethodConfig, _RegisteredMethod]
 class Recipe(StrictModel):
     """A whole run: every section has defaults; a recipe file lists what differs."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = Field("run", description="the run dir's name (default: the recipe file's stem)")
-    seed: Annotated[int, Field(ge=0)] = Field(0, description="seeds weights, data order, augmentations and the monitor's split")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = Field(
+        "run", description="the run dir's name (default: the recipe file's stem)"
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(
+        0, description="seeds weights, data order, augmentations and the monitor's split"
+    )
     output_dir: str = Field("runs", description="run dirs are created as <output_dir>/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    method: MethodSection = Field(default_factory=lambda: _method_tags()["ae"](), description="the pretext method (name) and its settings")
+    method: MethodSection = Field(
+        default_factory=lambda: _method_tags()["ae"](), description="the pretext method (name) and its settings"
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
@@ -489,15 +620,29 @@ def describe_fields(section: str | None = None) -> list[dict[str, Any]]:
                 continue
             if isinstance(node, type) and issubclass(node, BaseModel):
                 if info.description:  # an optional section (eval.data): its own row, then its fields
-                    rows.append({"key": prefix + name, "type": "section | null", "default": info.get_default(call_default_factory=True),
-                                 "description": info.description, "method": method})
+                    rows.append(
+                        {
+                            "key": prefix + name,
+                            "type": "section | null",
+                            "default": info.get_default(call_default_factory=True),
+                            "description": info.description,
+                            "method": method,
+                        }
+                    )
                 walk(node, f"{prefix}{name}.", method)
                 continue
             default = info.get_default(call_default_factory=True)
             if isinstance(default, BaseModel):
                 default = "(section)"
-            rows.append({"key": prefix + name, "type": _type_name(info.annotation), "default": default,
-                         "description": info.description or "", "method": method})
+            rows.append(
+                {
+                    "key": prefix + name,
+                    "type": _type_name(info.annotation),
+                    "default": default,
+                    "description": info.description or "",
+                    "method": method,
+                }
+            )
 
     walk(Recipe, "", None)
     if section is None:
@@ -506,5 +651,7 @@ def describe_fields(section: str | None = None) -> list[dict[str, Any]]:
         return [r for r in rows if r["method"] == section]
     sections = [n for n, f in Recipe.model_fields.items() if isinstance(_field_node(f), (type, dict))]
     if section not in Recipe.model_fields:
-        raise RecipeError(f"unknown section {section!r}; choose one of {', '.join(sections)}, or a method: {', '.join(tags)}")
+        raise RecipeError(
+            f"unknown section {section!r}; choose one of {', '.join(sections)}, or a method: {', '.join(tags)}"
+        )
     return [r for r in rows if r["key"] == section or r["key"].startswith(section + ".")]

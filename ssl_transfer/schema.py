@@ -10,9 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class StrictModel(BaseModel):
     """A recipe section: unknown keys are errors, assignments are validated, values are plain data."""
 
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, allow_inf_nan=False, protected_namespaces=()
-    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, protected_namespaces=())
 
 
 PROJ_HIDDEN = "hidden width of the projection MLP"

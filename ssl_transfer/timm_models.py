@@ -25,7 +25,9 @@ WIDTHS = {"cnn_tiny": (16, 32, 64), "cnn_small": (32, 64, 128), "cnn_base": (64,
 class TimmSmallCNN(SmallCNN):
     """:class:`SmallCNN` plus a linear classifier ``head`` on the pooled features (Identity when num_classes=0)."""
 
-    def __init__(self, widths: tuple[int, int, int], in_chans: int = 1, num_classes: int = 0, global_pool: str = "avg", **_: Any) -> None:
+    def __init__(
+        self, widths: tuple[int, int, int], in_chans: int = 1, num_classes: int = 0, global_pool: str = "avg", **_: Any
+    ) -> None:
         super().__init__(widths, in_chans)
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool={global_pool!r}: the small CNNs average-pool")
@@ -50,9 +52,19 @@ class TimmSmallCNN(SmallCNN):
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
     return {
-        "url": "", "num_classes": 0, "input_size": (1, 28, 28), "pool_size": (7, 7), "crop_pct": 1.0,
-        "interpolation": "bilinear", "mean": (0.5,), "std": (0.5,), "first_conv": "stages.0.0", "classifier": "head",
-        "fixed_input_size": False, "license": "same as your training data", **kwargs,
+        "url": "",
+        "num_classes": 0,
+        "input_size": (1, 28, 28),
+        "pool_size": (7, 7),
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0.5,),
+        "std": (0.5,),
+        "first_conv": "stages.0.0",
+        "classifier": "head",
+        "fixed_input_size": False,
+        "license": "same as your training data",
+        **kwargs,
     }
 
 
@@ -72,8 +84,15 @@ class CifarResNet(ResNet):
 
 
 def _resnet_cfg(**kwargs: Any) -> dict[str, Any]:
-    return _cfg(input_size=(3, 32, 32), pool_size=(4, 4), first_conv="conv1", classifier="fc",
-                mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), **kwargs)
+    return _cfg(
+        input_size=(3, 32, 32),
+        pool_size=(4, 4),
+        first_conv="conv1",
+        classifier="fc",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        **kwargs,
+    )
 
 
 default_cfgs = {**{name: _cfg() for name in WIDTHS}, "resnet18_cifar": _resnet_cfg(), "resnet50_cifar": _resnet_cfg()}
@@ -105,10 +124,14 @@ def cnn_base(pretrained: bool = False, **kwargs: Any) -> TimmSmallCNN:
 @register_model
 def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32 px inputs (embed 512)."""
-    return build_model_with_cfg(CifarResNet, "resnet18_cifar", pretrained, block=BasicBlock, layers=(2, 2, 2, 2), **kwargs)
+    return build_model_with_cfg(
+        CifarResNet, "resnet18_cifar", pretrained, block=BasicBlock, layers=(2, 2, 2, 2), **kwargs
+    )
 
 
 @register_model
 def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-50 with a 3x3 stride-1 stem and no max-pool, for 32 px inputs (embed 2048)."""
-    return build_model_with_cfg(CifarResNet, "resnet50_cifar", pretrained, block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)
+    return build_model_with_cfg(
+        CifarResNet, "resnet50_cifar", pretrained, block=Bottleneck, layers=(3, 4, 6, 3), **kwargs
+    )

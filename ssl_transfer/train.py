@@ -28,14 +28,21 @@ from ssl_transfer.export import default_export_path, encoder_meta, export_encode
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
-from ssl_transfer.training.console import EpochLine, on_terminal, set_verbosity, verbosity
 from ssl_transfer.training.checkpoint import PREVIOUS, AtomicCheckpointIO, LastCheckpoint, resume_checkpoint
-from ssl_transfer.training.stop import StopOnSignal, signal_name
+from ssl_transfer.training.console import EpochLine, on_terminal, set_verbosity, verbosity
 from ssl_transfer.training.metrics_log import JsonlLogger, read_metrics, truncate_after
 from ssl_transfer.training.module import PretrainModule
-from ssl_transfer.training.performance import auto_precision, compile_children, cpu_bf16_hazards, to_channels_last, to_contiguous, uncompile
 from ssl_transfer.training.monitor import Monitor
+from ssl_transfer.training.performance import (
+    auto_precision,
+    compile_children,
+    cpu_bf16_hazards,
+    to_channels_last,
+    to_contiguous,
+    uncompile,
+)
 from ssl_transfer.training.plots import plot_loss_curve, plot_monitor
+from ssl_transfer.training.stop import StopOnSignal, signal_name
 
 log = logging.getLogger("ssl_transfer")
 
@@ -68,14 +75,22 @@ def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tupl
     accelerator, precision = resolve_device(cfg)
     if accelerator != "cpu" or precision != "bf16-mixed":
         return precision
-    hazards = cpu_bf16_hazards(method, lambda m: m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)]))
+    hazards = cpu_bf16_hazards(
+        method, lambda m: m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)])
+    )
     if not hazards:
         return precision
-    why = f"oneDNN's bf16 weight gradients are wrong for {hazards[0]}" + (f" and {len(hazards) - 1} more" if len(hazards) > 1 else "")
+    why = f"oneDNN's bf16 weight gradients are wrong for {hazards[0]}" + (
+        f" and {len(hazards) - 1} more" if len(hazards) > 1 else ""
+    )
     if cfg.precision == "auto":
-        log.warning("trainer.precision=auto: float32 instead of bf16 on this CPU: %s; a larger data.image_size avoids it", why)
+        log.warning(
+            "trainer.precision=auto: float32 instead of bf16 on this CPU: %s; a larger data.image_size avoids it", why
+        )
         return "32-true"
-    raise UserError(f"trainer.precision=bf16-mixed on CPU: {why}; use trainer.precision=32-true or a larger data.image_size")
+    raise UserError(
+        f"trainer.precision=bf16-mixed on CPU: {why}; use trainer.precision=32-true or a larger data.image_size"
+    )
 
 
 def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> Recipe:
@@ -94,7 +109,11 @@ def last_checkpoint(run_dir: Path) -> Path:
 
 def launch_rank_zero() -> bool:
     """Whether this process is the one that starts a run (DDP workers that Lightning launches are not)."""
-    return rank_zero_only.rank == 0 and int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("GROUP_RANK", 0)) == 0
+    return (
+        rank_zero_only.rank == 0
+        and int(os.environ.get("NODE_RANK", 0)) == 0
+        and int(os.environ.get("GROUP_RANK", 0)) == 0
+    )
 
 
 def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
@@ -107,7 +126,9 @@ def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
         if not ckpt.is_file() and not ckpt.with_name(PREVIOUS).is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}")
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise UserError(f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>")
+        raise UserError(
+            f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>"
+        )
     return run_dir
 
 
@@ -123,17 +144,20 @@ def _loggers(recipe: Recipe, run_dir: Path) -> list:
     if recipe.logging.wandb != "disabled":
         from pytorch_lightning.loggers import WandbLogger
 
-        loggers.append(
-            WandbLogger(
-                project=recipe.logging.project,
-                entity=recipe.logging.entity,
-                name=recipe.name,
-                save_dir=str(run_dir),
-                offline=recipe.logging.wandb == "offline",
-                config=recipe.to_dict(),
-                settings=_wandb_settings(),
-            )
+        wb = WandbLogger(
+            project=recipe.logging.project,
+            entity=recipe.logging.entity,
+            name=recipe.name,
+            save_dir=str(run_dir),
+            offline=recipe.logging.wandb == "offline",
+            config=recipe.to_dict(),
+            settings=_wandb_settings(),
         )
+        # Lightning always passes anonymous=None, which wandb >= 0.19 warns about on every run ("the anonymous
+        # setting has no effect"); leaving the key out is what wandb asks for.
+        if getattr(wb, "_wandb_init", {}).get("anonymous", "") is None:
+            wb._wandb_init.pop("anonymous")
+        loggers.append(wb)
     return loggers
 
 
@@ -171,7 +195,10 @@ def build_trainer(
     precision = precision or resolved
     strategy: Any = "auto"
     if t.sync_batchnorm and accelerator == "cpu" and t.strategy == "ddp":
-        raise UserError("trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only; on CPU use a backbone and heads without BatchNorm, or set it to false")
+        raise UserError(
+            "trainer.sync_batchnorm: torch's SyncBatchNorm runs on GPUs only; on CPU use a backbone and heads "
+            "without BatchNorm, or set it to false"
+        )
     if t.strategy == "ddp":
         from pytorch_lightning.strategies import DDPStrategy
 
@@ -226,8 +253,10 @@ def pretrain(
     resume_from, resume_step = resume_checkpoint(last_checkpoint(run_dir)) if resume else (None, 0)
     data = build_data(recipe.data)  # bad data fails here, before an existing run dir is touched
     if require_test and data.test is None and recipe.eval.data is None:
-        raise UserError(f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
-                        "(npz: x_test/y_test; imagefolder: data.test_root); or set eval.data to evaluate on other data")
+        raise UserError(
+            f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
+            "(npz: x_test/y_test; imagefolder: data.test_root); or set eval.data to evaluate on other data"
+        )
     if require_test and recipe.eval.data is not None and build_data(recipe.eval.data).test is None:
         raise UserError(f"eval.data (source {recipe.eval.data.source}) has no test split to evaluate on")
     _prepare_run_dir(run_dir, resume, overwrite)
@@ -235,7 +264,9 @@ def pretrain(
         recipe.save(run_dir / "recipe.yaml")
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
 
-    backbone = build_backbone(recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs)
+    backbone = build_backbone(
+        recipe.backbone.name, data.input_shape, recipe.backbone.pretrained, recipe.backbone.kwargs
+    )
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
     method.joint_views = recipe.trainer.joint_views
     precision = _safe_precision(recipe.trainer, method, data.input_shape)
@@ -246,19 +277,36 @@ def pretrain(
     train_set = data.train
     if recipe.augment.backend == "pil":
         if not isinstance(train_set, FileDataset):
-            raise UserError(f"augment.backend=pil is for imagefolder data; data.source={recipe.data.source} is augmented in batches on the device")
-        train_set = train_set.with_transform(build_pil_views(recipe.augment, data.channels, data.image_size, method.num_views))
+            raise UserError(
+                f"augment.backend=pil is for imagefolder data; data.source={recipe.data.source} is augmented in "
+                "batches on the device"
+            )
+        train_set = train_set.with_transform(
+            build_pil_views(recipe.augment, data.channels, data.image_size, method.num_views)
+        )
         augments = build_noise_only(recipe.augment, data.channels, data.image_size)
     else:
         augments = build_view_augments(recipe.augment, data.channels, data.image_size)
     plot_images = None
     if recipe.logging.plots:
         n_plot = min(8, len(data.train))
-        plot_images = data.train.images[:n_plot] if isinstance(data.train, ArrayDataset) else torch.stack([data.train[i][0] for i in range(n_plot)])
+        plot_images = (
+            data.train.images[:n_plot]
+            if isinstance(data.train, ArrayDataset)
+            else torch.stack([data.train[i][0] for i in range(n_plot)])
+        )
     loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
     module = PretrainModule(
-        method, augments, data.mean, data.std, recipe.optim, run_dir / "plots" if recipe.logging.plots else None, plot_images,
-        sampler=loader.batch_sampler, seed=recipe.seed, check_finite=recipe.trainer.stop_on_nonfinite,
+        method,
+        augments,
+        data.mean,
+        data.std,
+        recipe.optim,
+        run_dir / "plots" if recipe.logging.plots else None,
+        plot_images,
+        sampler=loader.batch_sampler,
+        seed=recipe.seed,
+        check_finite=recipe.trainer.stop_on_nonfinite,
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
         channels_last=recipe.trainer.channels_last,
     )
@@ -276,7 +324,9 @@ def pretrain(
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs torch 2.14
             # our sampler's position is in the checkpoint (PretrainModule), which Lightning cannot see
-            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+            warnings.filterwarnings(
+                "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
+            )
             trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume else None)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
@@ -285,8 +335,12 @@ def pretrain(
         if stop is None or stop.signum is None:
             raise
         step = trainer.global_step
-        raise Stopped(f"{signal_name(stop.signum)} at step {step}: checkpoint {ckpt_path} written; continue with "
-                      f"`ssl-transfer pretrain {run_dir} --resume` (or `run ... --resume`)", stop.signum, step) from None
+        raise Stopped(
+            f"{signal_name(stop.signum)} at step {step}: checkpoint {ckpt_path} written; continue with "
+            f"`ssl-transfer pretrain {run_dir} --resume` (or `run ... --resume`)",
+            stop.signum,
+            step,
+        ) from None
     finally:
         _finish_wandb(recipe)
 
@@ -295,8 +349,17 @@ def pretrain(
     if trainer.is_global_zero:
         exported, head = exportable(backbone, method.export_head())
         meta = encoder_meta(
-            recipe.backbone.name, recipe.backbone.kwargs, exported.embed_dim, data.input_shape, data.mean, data.std, head,
-            method=recipe.method.name, data=data.describe(), recipe=recipe.to_dict(), train_metrics=metrics,
+            recipe.backbone.name,
+            recipe.backbone.kwargs,
+            exported.embed_dim,
+            data.input_shape,
+            data.mean,
+            data.std,
+            head,
+            method=recipe.method.name,
+            data=data.describe(),
+            recipe=recipe.to_dict(),
+            train_metrics=metrics,
         )
         save_encoder(exported, run_dir / "encoder.safetensors", meta)
         if recipe.logging.plots:
@@ -313,7 +376,9 @@ def build_monitor(recipe: Recipe, data: DataBundle, run_dir: Path) -> Monitor | 
     if cfg.enabled is False or (data.test is None and cfg.enabled == "auto"):
         return None
     if data.test is None:
-        raise UserError("monitor.enabled=true: the data has no test split to monitor on; set data.test_root or monitor.enabled=auto")
+        raise UserError(
+            "monitor.enabled=true: the data has no test split to monitor on; set data.test_root or monitor.enabled=auto"
+        )
     # evenly spread over the split (image folders list their files class by class)
     idx = torch.linspace(0, len(data.test) - 1, min(cfg.val_samples, len(data.test))).round().long().unique()
     if isinstance(data.test, ArrayDataset):
@@ -330,7 +395,9 @@ def _last_good(ckpt_path: Path) -> str:
     if not ckpt_path.is_file():
         return "no checkpoint had been written yet"
     step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step")
-    return f"the last good checkpoint is {ckpt_path} (step {step}); consider a lower optim.lr or trainer.gradient_clip_val"
+    return (
+        f"the last good checkpoint is {ckpt_path} (step {step}); consider a lower optim.lr or trainer.gradient_clip_val"
+    )
 
 
 def _finish_wandb(recipe: Recipe) -> None:

@@ -17,7 +17,9 @@ def test_small_cnn_widths_are_distinct():
     assert dims == [64, 128, 256]
 
 
-@pytest.mark.parametrize("name,shape", [("resnet18", (3, 32, 32)), ("resnet18", (1, 28, 28)), ("vit_tiny_patch16_224", (3, 32, 32))])
+@pytest.mark.parametrize(
+    "name,shape", [("resnet18", (3, 32, 32)), ("resnet18", (1, 28, 28)), ("vit_tiny_patch16_224", (3, 32, 32))]
+)
 def test_timm_backbones_through_public_api(name, shape):
     m = build_backbone(name, shape)
     assert m.embed_dim == m.model.num_features

@@ -12,7 +12,9 @@ from ssl_transfer.cli import main
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssl_transfer", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ssl_transfer", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 @pytest.mark.parametrize("sub", [[], ["pretrain"], ["run"], ["list"]])
@@ -30,10 +32,13 @@ def test_list_everything():
     assert "quickstart" in cli("list", "recipes").stdout
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("optim.lrr=0.1", "ssl-transfer: error: optim.lrr: unknown key (did you mean 'lr'?"),
-    ("optim.lr=-0.1", "ssl-transfer: error: optim.lr: must be greater than 0 (got -0.1)"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("optim.lrr=0.1", "ssl-transfer: error: optim.lrr: unknown key (did you mean 'lr'?"),
+        ("optim.lr=-0.1", "ssl-transfer: error: optim.lr: must be greater than 0 (got -0.1)"),
+    ],
+)
 def test_bad_recipe_is_one_line_exit_2(tmp_path: Path, override, expected):
     r = cli("pretrain", "quickstart", override, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith(expected)
@@ -55,8 +60,15 @@ def test_unknown_flag_still_fails(capsys):
 def test_evaluate_command_on_a_run_dir(tmp_path: Path):
     from ssl_transfer.train import pretrain
 
-    res = pretrain({"name": "c", "output_dir": str(tmp_path), "data": {"limit_train": 300, "batch_size": 100},
-                    "trainer": {"max_epochs": 1, "progress_bar": False}, "logging": {"wandb": "disabled"}})
+    res = pretrain(
+        {
+            "name": "c",
+            "output_dir": str(tmp_path),
+            "data": {"limit_train": 300, "batch_size": 100},
+            "trainer": {"max_epochs": 1, "progress_bar": False},
+            "logging": {"wandb": "disabled"},
+        }
+    )
     r = cli("evaluate", str(res.run_dir), "--protocols", "knn,linear", "--labels-per-class", "5,all", "--seeds", "0,1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| knn |" in r.stdout and (res.run_dir / "eval" / "eval.json").is_file()
@@ -67,7 +79,15 @@ def test_evaluate_command_on_a_run_dir(tmp_path: Path):
 @pytest.mark.slow
 def test_piped_output_of_run_quickstart_is_short_and_readable(tmp_path: Path):
     """No Lightning banners or model-summary table; one line per epoch (loss, img/s, data wait, monitored kNN)."""
-    cmd = [sys.executable, "-m", "ssl_transfer", "run", "quickstart", f"output_dir={tmp_path}", "logging.wandb=disabled"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssl_transfer",
+        "run",
+        "quickstart",
+        f"output_dir={tmp_path}",
+        "logging.wandb=disabled",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = (out.stdout + out.stderr).splitlines()
@@ -84,7 +104,10 @@ def test_piped_output_of_run_quickstart_is_short_and_readable(tmp_path: Path):
 def test_help_starts_without_torch_and_timm_still_finds_our_models():
     """`ssl-transfer -h` imports neither torch nor timm (it starts in well under a second); the small CNNs are
     registered with timm whenever timm is imported, before or after the package."""
-    code = "import sys, ssl_transfer.cli as c; c.build_parser(); assert 'torch' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules)"
+    code = (
+        "import sys, ssl_transfer.cli as c; c.build_parser(); "
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules, sorted(sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
     for order in ("import ssl_transfer, timm", "import timm, ssl_transfer"):
         code = f"{order}; m = timm.create_model('cnn_tiny', num_classes=0); assert type(m).__name__ == 'TimmSmallCNN'"

@@ -32,8 +32,17 @@ def test_every_method_has_a_protocol_recipe_with_lightlys_settings():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PROTOCOLS)
 def test_protocol_recipe_trains_a_short_cpu_epoch_on_the_subset(name, quiet):
-    overrides = [*quiet, "data.source=npz", f"data.path={SUBSET}", "data.limit_train=128", "data.batch_size=64",
-                 "trainer.max_epochs=1", "logging.plots=false", "monitor.val_samples=64", "trainer.precision=32-true"]
+    overrides = [
+        *quiet,
+        "data.source=npz",
+        f"data.path={SUBSET}",
+        "data.limit_train=128",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "logging.plots=false",
+        "monitor.val_samples=64",
+        "trainer.precision=32-true",
+    ]
     recipe = load_recipe(name, overrides)
     # two steps at the full lr of batch 512 can blow BatchNorm statistics up: a tenth of it, no warm-up
     optim = recipe.optim.model_copy(update={"lr": recipe.optim.lr / 10, "warmup_epochs": 0.0, "warmup_fraction": None})
@@ -51,9 +60,17 @@ def test_cifar_resnets_keep_32px_resolution_until_the_last_stage(name, dim):
 
 
 def test_resnet18_cifar_exports_and_reloads_with_timm(quiet, tmp_path):
-    res = pretrain({"name": "r18", "data": {"source": "digits", "limit_train": 64, "batch_size": 32, "image_size": 32, "channels": 3},
-                    "backbone": {"name": "resnet18_cifar"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1, "precision": "32-true"},
-                    "logging": {"plots": False}}, quiet)
+    res = pretrain(
+        {
+            "name": "r18",
+            "data": {"source": "digits", "limit_train": 64, "batch_size": 32, "image_size": 32, "channels": 3},
+            "backbone": {"name": "resnet18_cifar"},
+            "method": {"name": "simclr"},
+            "trainer": {"max_epochs": 1, "precision": "32-true"},
+            "logging": {"plots": False},
+        },
+        quiet,
+    )
     live = load_encoder(res.run_dir).eval()
     x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
     for fmt in ("timm", "onnx"):

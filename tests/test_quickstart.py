@@ -22,7 +22,14 @@ def test_readme_quickstart_command(tmp_path: Path):
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = tmp_path / "runs" / "quickstart"
-    for f in ["recipe.yaml", "checkpoints/last.ckpt", "metrics.jsonl", "encoder.safetensors", "encoder.json", "eval.json"]:
+    for f in [
+        "recipe.yaml",
+        "checkpoints/last.ckpt",
+        "metrics.jsonl",
+        "encoder.safetensors",
+        "encoder.json",
+        "eval.json",
+    ]:
         assert (run_dir / f).is_file(), f
     first, last = first_and_last_loss(run_dir)
     assert last <= 0.5 * first, (first, last)  # reconstruction loss at least halves over the run

@@ -152,7 +152,8 @@ def test_recipes_never_construct_python_objects(tmp_path: Path, capfd):
 def test_schema_imports_no_implementation():
     """The config layer is pydantic only: importing it loads no torch, lightly, kornia, timm or faiss
     (the method registry is imported when a recipe is validated, not before)."""
-    code = "import sys, ssl_transfer.recipe; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightly', 'kornia', 'timm', 'faiss'}))"
+    heavy = "{'torch', 'lightly', 'kornia', 'timm', 'faiss'}"
+    code = f"import sys, ssl_transfer.recipe; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout
 
@@ -169,5 +170,11 @@ def test_every_field_is_described_and_listed():
     assert all(r["key"].startswith("optim.") for r in describe_fields("optim"))
     with pytest.raises(RecipeError, match="unknown section 'bogus'.*optim.*simclr"):
         describe_fields("bogus")
-    out = subprocess.run([sys.executable, "-m", "ssl_transfer", "list", "fields", "moco"], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ssl_transfer", "list", "fields", "moco"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
     assert "method.queue_size" in out and "keys kept as negatives" in out

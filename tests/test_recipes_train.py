@@ -42,7 +42,13 @@ def test_mnist_recipe_trains_one_epoch(name, quiet):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CIFAR)
 def test_cifar10_recipe_trains_on_the_subset(name, quiet):
-    overrides = [*quiet, "data.source=npz", f"data.path={SHARED / 'cifar10_subset.npz'}", "data.limit_train=256",
-                 "data.batch_size=128", "trainer.max_epochs=1"]
+    overrides = [
+        *quiet,
+        "data.source=npz",
+        f"data.path={SHARED / 'cifar10_subset.npz'}",
+        "data.limit_train=256",
+        "data.batch_size=128",
+        "trainer.max_epochs=1",
+    ]
     res = pretrain(name, overrides)
     assert (res.run_dir / "encoder.safetensors").is_file()

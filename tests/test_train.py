@@ -22,15 +22,24 @@ SMALL = {"name": "t", "data": {"source": "digits", "limit_train": 256, "batch_si
 def test_two_epoch_ae_run_writes_the_run_dir(quiet):
     res = pretrain(SMALL, quiet)
     d = res.run_dir
-    for f in ["recipe.yaml", "checkpoints/last.ckpt", "metrics.jsonl", "encoder.safetensors", "encoder.json", "plots/loss.png",
-              "plots/reconstructions_epoch001.png", "plots/reconstructions_epoch002.png"]:
+    for f in [
+        "recipe.yaml",
+        "checkpoints/last.ckpt",
+        "metrics.jsonl",
+        "encoder.safetensors",
+        "encoder.json",
+        "plots/loss.png",
+        "plots/reconstructions_epoch001.png",
+        "plots/reconstructions_epoch002.png",
+    ]:
         assert (d / f).is_file(), f
     saved = load_recipe(d / "recipe.yaml")
     assert saved == load_recipe(SMALL, quiet)  # the resolved recipe, every default spelled out
     assert "augment" in yaml.safe_load((d / "recipe.yaml").read_text())
 
     ckpt = torch.load(d / "checkpoints" / "last.ckpt", weights_only=True)
-    # written at the end of the second epoch (Lightning's "epoch" is the 0-based epoch being saved); 256 / 64 = 4 steps an epoch
+    # written at the end of the second epoch (Lightning's "epoch" is the 0-based epoch being saved);
+    # 256 / 64 = 4 steps an epoch
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 8
     assert ckpt["ssl_transfer"]["sampler"] == {"epoch": 1, "batches_done": 4}
     recs = read_metrics(d / "metrics.jsonl")
@@ -90,8 +99,14 @@ def test_run_evaluates_knn_well_above_chance(quiet):
 
 
 def test_dae_and_timm_backbone_train(quiet, tiny_npz: Path):
-    recipe = {"name": "r", "data": {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3},
-              "backbone": {"name": "resnet18"}, "method": {"name": "dae"}, "augment": {"preset": "simclr"}, "trainer": {"max_epochs": 1}}
+    recipe = {
+        "name": "r",
+        "data": {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3},
+        "backbone": {"name": "resnet18"},
+        "method": {"name": "dae"},
+        "augment": {"preset": "simclr"},
+        "trainer": {"max_epochs": 1},
+    }
     res = pretrain(recipe, quiet)
     enc = load_encoder(res.run_dir)
     assert enc.embed_dim == 512 and enc.preprocess.size == (16, 16)
@@ -105,9 +120,14 @@ def test_pil_backend_on_an_image_folder(quiet, tmp_path: Path):
             p = tmp_path / "imgs" / f"c{c}" / f"{i}.png"
             p.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (40, 30), (20 * i, 100 * c, 50)).save(p)
-    recipe = {"name": "pil", "data": {"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 8},
-              "method": {"name": "simclr"}, "augment": {"preset": "byol", "backend": "pil", "noise_std": 0.05},
-              "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 1}}
+    recipe = {
+        "name": "pil",
+        "data": {"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 8},
+        "method": {"name": "simclr"},
+        "augment": {"preset": "byol", "backend": "pil", "noise_std": 0.05},
+        "backbone": {"name": "cnn_tiny"},
+        "trainer": {"max_epochs": 1},
+    }
     res = pretrain(recipe, quiet)
     assert load_encoder(res.run_dir).preprocess.size == (16, 16)
     assert sum("train/loss_step" in r for r in read_metrics(res.run_dir / "metrics.jsonl")) == 3
@@ -122,7 +142,9 @@ def test_moco_queue_is_saved_in_the_lightning_checkpoint(quiet):
     res = pretrain({**SMALL, "method": {"name": "moco", "queue_size": 64}, "trainer": {"max_epochs": 1}}, quiet)
     sd = torch.load(res.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     bank = sd["method.criterion.memory_bank.bank"]
-    assert bank.shape == (64, 128) and int(sd["method.criterion.memory_bank.bank_ptr"]) == 0  # 4 batches of 64 wrapped once
+    assert (
+        bank.shape == (64, 128) and int(sd["method.criterion.memory_bank.bank_ptr"]) == 0
+    )  # 4 batches of 64 wrapped once
     assert torch.allclose(bank.norm(dim=1), torch.ones(64), atol=1e-4)
     assert any(k.startswith("method.encoder_momentum.") for k in sd)
 
@@ -132,7 +154,10 @@ def test_vae_writes_reconstruction_and_sample_grids_and_exports_the_mean(quiet):
     assert (res.run_dir / "plots" / "reconstructions_epoch001.png").is_file()
     assert (res.run_dir / "plots" / "samples_epoch001.png").is_file()
     enc = load_encoder(res.run_dir)
-    assert enc.embed_dim == 12 and json.loads((res.run_dir / "encoder.json").read_text())["head"] == {"in_features": 128, "out_features": 12}
+    assert enc.embed_dim == 12 and json.loads((res.run_dir / "encoder.json").read_text())["head"] == {
+        "in_features": 128,
+        "out_features": 12,
+    }
 
 
 def test_run_without_a_test_split_fails_before_training(quiet, tmp_path: Path):
@@ -143,7 +168,9 @@ def test_run_without_a_test_split_fails_before_training(quiet, tmp_path: Path):
     with pytest.raises(UserError, match="no test split, which the evaluation after pretraining needs"):
         run({**SMALL, "data": {"source": "npz", "path": str(path), "batch_size": 32}}, quiet)
     assert not (tmp_path / "runs" / "t").exists()  # nothing trained, nothing written
-    pretrain({**SMALL, "data": {"source": "npz", "path": str(path), "batch_size": 32}, "trainer": {"max_epochs": 1}}, quiet)  # pretrain alone is fine
+    pretrain(
+        {**SMALL, "data": {"source": "npz", "path": str(path), "batch_size": 32}, "trainer": {"max_epochs": 1}}, quiet
+    )  # pretrain alone is fine
 
 
 def test_overwrite_with_bad_data_keeps_the_existing_run(quiet, tmp_path: Path):

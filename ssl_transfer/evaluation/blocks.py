@@ -23,7 +23,9 @@ def encoder_blocks(module: nn.Module) -> list[list[str]]:
     if isinstance(module, Encoder):
         return _prefixed(encoder_blocks(module.backbone), "backbone.")
     if isinstance(module, HeadedBackbone):
-        return _prefixed(encoder_blocks(module.backbone), "backbone.") + [[f"head.{n}" for n, _ in module.head.named_parameters()]]
+        return _prefixed(encoder_blocks(module.backbone), "backbone.") + [
+            [f"head.{n}" for n, _ in module.head.named_parameters()]
+        ]
     if isinstance(module, SmallCNN):
         return [[f"stages.{i}.{n}" for n, _ in stage.named_parameters()] for i, stage in enumerate(module.stages)]
     if isinstance(module, TimmBackbone):

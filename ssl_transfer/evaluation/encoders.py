@@ -7,8 +7,9 @@ they are taken from the model (timm's pretrained_cfg) or the evaluation data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,13 +28,23 @@ def _embed_dim(model: nn.Module, shape: tuple[int, int, int]) -> int:
 
 
 def wrap_module(
-    model: nn.Module, input_shape: tuple[int, int, int], mean: Sequence[float], std: Sequence[float], name: str = "module"
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    name: str = "module",
 ) -> Encoder:
     """An nn.Module mapping (B, C, H, W) -> (B, D) with the preprocessing it expects."""
     meta: dict[str, Any] = {
         "backbone": {"name": name, "kwargs": {}},
         "embed_dim": _embed_dim(model, input_shape),
-        "input": {"channels": input_shape[0], "height": input_shape[1], "width": input_shape[2], "mean": list(mean), "std": list(std)},
+        "input": {
+            "channels": input_shape[0],
+            "height": input_shape[1],
+            "width": input_shape[2],
+            "mean": list(mean),
+            "std": list(std),
+        },
     }
     return Encoder(model, meta)
 
@@ -45,7 +56,9 @@ def _timm(name: str, size: tuple[int, int]) -> Encoder:
         raise UserError(f"timm has no model {name!r}")
     model = timm.create_model(name, num_classes=0, pretrained=False)
     cfg = model.pretrained_cfg
-    return wrap_module(model, (3, *size), cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)), f"timm:{name}")
+    return wrap_module(
+        model, (3, *size), cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)), f"timm:{name}"
+    )
 
 
 def _torchvision(name: str, size: tuple[int, int]) -> Encoder:
@@ -64,7 +77,9 @@ def _torchvision(name: str, size: tuple[int, int]) -> Encoder:
     return wrap_module(model, (3, *size), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), f"torchvision:{name}")
 
 
-def resolve_encoder(spec: str | Path | nn.Module, data_shape: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]) -> Encoder:
+def resolve_encoder(
+    spec: str | Path | nn.Module, data_shape: tuple[int, int, int], mean: Sequence[float], std: Sequence[float]
+) -> Encoder:
     """``spec``: a run dir / encoder file of ours, ``timm:NAME``, ``torchvision:NAME`` (random init: no
     downloads), an :class:`Encoder`, or any module (given the evaluation data's shape and statistics)."""
     if isinstance(spec, Encoder):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -95,9 +95,13 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, encoder: nn.Module, dataset: Dataset, tag: str, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    def get(
+        self, encoder: nn.Module, dataset: Dataset, tag: str, compute: Callable[[], tuple[Tensor, Tensor]]
+    ) -> tuple[Tensor, Tensor]:
         """Cached ``compute()`` for this encoder's weights, this dataset's content and ``tag`` (preprocessing)."""
-        key = f"{fingerprint_module(encoder)}-{fingerprint_dataset(dataset)}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+        key = (
+            f"{fingerprint_module(encoder)}-{fingerprint_dataset(dataset)}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+        )
         if key in self._mem:
             self.hits += 1
             return self._mem[key]

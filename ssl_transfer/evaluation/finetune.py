@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,9 @@ def reinitialized(module: nn.Module, seed: int = 0) -> nn.Module:
     return twin
 
 
-def setup_strategy(model: Classifier, strategy: str, lr: float, weight_decay: float, layer_decay: float = 0.75) -> tuple[torch.optim.Optimizer, dict]:
+def setup_strategy(
+    model: Classifier, strategy: str, lr: float, weight_decay: float, layer_decay: float = 0.75
+) -> tuple[torch.optim.Optimizer, dict]:
     """Freeze what the strategy freezes and build AdamW with its per-block learning rates.
 
     Returns the optimizer and a description: frozen block count, trainable parameter count, lr per group.
@@ -76,7 +78,9 @@ def setup_strategy(model: Classifier, strategy: str, lr: float, weight_decay: fl
     for i, block in enumerate(blocks[frozen:], start=frozen):
         scale = layer_decay ** (n - i) if strategy == "llrd" else 1.0
         ps = [params[name] for name in block]
-        groups.append({"params": [p for p in ps if p.ndim > 1], "lr": lr * scale, "weight_decay": weight_decay, "block": i})
+        groups.append(
+            {"params": [p for p in ps if p.ndim > 1], "lr": lr * scale, "weight_decay": weight_decay, "block": i}
+        )
         groups.append({"params": [p for p in ps if p.ndim <= 1], "lr": lr * scale, "weight_decay": 0.0, "block": i})
     groups.append({"params": [model.head.weight], "lr": lr, "weight_decay": weight_decay, "block": n})
     groups.append({"params": [model.head.bias], "lr": lr, "weight_decay": 0.0, "block": n})
@@ -102,7 +106,13 @@ def _freeze_batchnorm_of_frozen(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, preprocess: Callable[[Tensor], Tensor], device: torch.device, batch_size: int = 512) -> dict:
+def accuracy(
+    model: nn.Module,
+    dataset: Dataset,
+    preprocess: Callable[[Tensor], Tensor],
+    device: torch.device,
+    batch_size: int = 512,
+) -> dict:
     """Top-1/top-5 of ``model`` on ``dataset``, in eval mode."""
     model.eval()
     hits1 = hits5 = total = 0
@@ -177,7 +187,14 @@ def finetune(
             step += 1
             if step >= total:
                 break
-    return {**accuracy(model, test_set, preprocess, device), **info, "steps": total, "lr": lr, "final_train_loss": last_loss, "n_train": len(train_set)}
+    return {
+        **accuracy(model, test_set, preprocess, device),
+        **info,
+        "steps": total,
+        "lr": lr,
+        "final_train_loss": last_loss,
+        "n_train": len(train_set),
+    }
 
 
 def _shape(ds: Dataset) -> tuple[int, tuple[int, int]]:

@@ -3,7 +3,8 @@ L-BFGS, its regularisation chosen on a stratified validation split (the protocol
 
 Features are standardised with the training mean/std. The objective is the mean cross-entropy plus
 ``l2 / 2 * ||W||^2`` (bias not penalised); scikit-learn's ``LogisticRegression(C)`` is the same problem at
-``l2 = 1 / (C * N)``. The search climbs from the value of scikit-learn's default C = 1 towards better validation accuracy, each fit
+``l2 = 1 / (C * N)``. The search climbs from the value of scikit-learn's default C = 1 towards better validation
+accuracy, each fit
 warm-started from its neighbour's solution. When the best value is at an edge of the range, the range is
 extended once by ``extend_steps`` decades in that direction and the result says so.
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,13 @@ SWEEP_TOL = 1e-3  # the sweep ranks penalties by validation accuracy, which sett
 
 
 def fit_logistic(
-    x: Tensor, y: Tensor, num_classes: int, l2: float, max_iter: int = 1000, tol: float = FIT_TOL, init: nn.Linear | None = None
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    l2: float,
+    max_iter: int = 1000,
+    tol: float = FIT_TOL,
+    init: nn.Linear | None = None,
 ) -> nn.Linear:
     """Minimise mean cross-entropy + l2/2 ||W||^2 over a linear layer (D -> num_classes), full batch, L-BFGS
     with a strong-Wolfe line search, until the largest gradient entry is below ``tol`` (scikit-learn's criterion).
@@ -46,8 +53,15 @@ def fit_logistic(
             clf.weight.zero_()
             clf.bias.zero_()
     w, b = clf.weight, clf.bias
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=tol,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
     onehot = F.one_hot(y, num_classes).to(x.dtype)
     n = len(x)
 
@@ -72,12 +86,23 @@ def _acc(clf: nn.Linear, x: Tensor, y: Tensor) -> tuple[float, float]:
     return top1 / len(y), top5 / len(y)
 
 
-def _climb(x: Tensor, y: Tensor, xv: Tensor, yv: Tensor, num_classes: int, grid: list[float], max_iter: int,
-           fitted: dict[float, tuple[float, nn.Linear]], start: int, tol: float = SWEEP_TOL) -> int:
+def _climb(
+    x: Tensor,
+    y: Tensor,
+    xv: Tensor,
+    yv: Tensor,
+    num_classes: int,
+    grid: list[float],
+    max_iter: int,
+    fitted: dict[float, tuple[float, nn.Linear]],
+    start: int,
+    tol: float = SWEEP_TOL,
+) -> int:
     """Hill-climb over ``grid`` (ascending) from index ``start``: fit the neighbours of the best point so far
     (warm-started from it) until neither beats it on validation (ties go to the stronger penalty), each fit to
     ``tol``; the final refit on all data runs to the full tolerance. Fits are cached in ``fitted``
     (l2 -> (val top-1, model)). Returns the best index."""
+
     def fit(j: int, init: nn.Linear | None) -> None:
         if grid[j] not in fitted:
             clf = fit_logistic(x, y, num_classes, grid[j], max_iter, tol=tol, init=init)
@@ -111,7 +136,8 @@ def linear_probe(
 ) -> dict:
     """Top-1/top-5 test accuracy of a linear classifier on standardised frozen features (N, D) with labels (N,).
 
-    Penalties from ``l2s`` (default: the recipe's ``eval.linear.l2``, as ``max_iter``) are fit on the train part of a stratified split and scored on its val part, climbing
+    Penalties from ``l2s`` (default: the recipe's ``eval.linear.l2``, as ``max_iter``) are fit on the train part
+    of a stratified split and scored on its val part, climbing
     from scikit-learn's default (l2 = 1/N) towards better validation accuracy until neither neighbour is better (ties go
     to the stronger penalty; validation accuracy is close to unimodal in the penalty, and this fits 3-5 values
     instead of all); the best is refit on all training features, warm-started. A best value at an edge of the
@@ -153,7 +179,17 @@ def linear_probe(
         init = fitted[best][1]
     clf = fit_logistic(x, y, num_classes, best, max_iter, init=init)
     top1, top5 = _acc(clf, xt, test_labels.long().to(x.device))
-    return {"top1": top1, "top5": top5, "l2": best, "l2_range": [grid[0], grid[-1]], "range_extended": extended,
-            "at_edge": best in (grid[0], grid[-1]) and len(grid) > 1, "sweep": sweep, "n_train": len(y),
-            "n_test": len(test_labels), "solver": f"lbfgs, tol {FIT_TOL:g}, max_iter {max_iter}", "seconds": round(time.perf_counter() - t0, 3),
-            "sklearn_C": 1.0 / (best * len(y)) if len(y) else math.nan}
+    return {
+        "top1": top1,
+        "top5": top5,
+        "l2": best,
+        "l2_range": [grid[0], grid[-1]],
+        "range_extended": extended,
+        "at_edge": best in (grid[0], grid[-1]) and len(grid) > 1,
+        "sweep": sweep,
+        "n_train": len(y),
+        "n_test": len(test_labels),
+        "solver": f"lbfgs, tol {FIT_TOL:g}, max_iter {max_iter}",
+        "seconds": round(time.perf_counter() - t0, 3),
+        "sklearn_C": 1.0 / (best * len(y)) if len(y) else math.nan,
+    }

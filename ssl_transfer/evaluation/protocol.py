@@ -24,6 +24,7 @@ from ssl_transfer.export import Encoder
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig, EvalConfig
 
+
 def take(ds: ArrayDataset | FileDataset, idx: torch.Tensor) -> ArrayDataset | FileDataset:
     """The images at ``idx`` as a dataset of the same kind."""
     if isinstance(ds, ArrayDataset):
@@ -41,8 +42,11 @@ def adaptation(enc: Encoder, data: DataBundle) -> dict[str, Any]:
         "data_input": [dc, dh, dw],
         "resize": None if (h, w) == (dh, dw) else f"{dh}x{dw} -> {h}x{w} (bilinear, antialiased)",
         "channels": channels,
-        "normalisation": {"mean": enc.preprocess.mean.flatten().tolist(), "std": enc.preprocess.std.flatten().tolist(),
-                          "from": "the encoder's pretraining data" if "method" in enc.meta else "the encoder's definition"},
+        "normalisation": {
+            "mean": enc.preprocess.mean.flatten().tolist(),
+            "std": enc.preprocess.std.flatten().tolist(),
+            "from": "the encoder's pretraining data" if "method" in enc.meta else "the encoder's definition",
+        },
     }
 
 
@@ -51,12 +55,18 @@ def _summary(rows: list[dict]) -> list[dict]:
     for r in rows:
         out.setdefault((r["protocol"], r["labels_per_class"]), []).append(r["top1"])
     return [
-        {"protocol": p, "labels_per_class": n, "mean": statistics.fmean(v), "std": statistics.pstdev(v) if len(v) > 1 else 0.0, "seeds": len(v)}
+        {
+            "protocol": p,
+            "labels_per_class": n,
+            "mean": statistics.fmean(v),
+            "std": statistics.pstdev(v) if len(v) > 1 else 0.0,
+            "seeds": len(v),
+        }
         for (p, n), v in out.items()
     ]
 
 
-def eval_options(options: "EvalConfig | dict[str, Any] | None" = None, **overrides: Any) -> "EvalConfig":
+def eval_options(options: EvalConfig | dict[str, Any] | None = None, **overrides: Any) -> EvalConfig:
     """The evaluator's options: the recipe's ``eval`` section (its defaults are the only ones), with top-level
     fields replaced by ``overrides`` (``protocols=["knn"]``, ``knn={"k": 200}``). One-line RecipeError on bad values."""
     from ssl_transfer.recipe import EvalConfig, load_recipe
@@ -67,8 +77,8 @@ def eval_options(options: "EvalConfig | dict[str, Any] | None" = None, **overrid
 
 def evaluate(
     encoder: str | Path | nn.Module,
-    data: "DataConfig | dict[str, Any]",
-    options: "EvalConfig | dict[str, Any] | None" = None,
+    data: DataConfig | dict[str, Any],
+    options: EvalConfig | dict[str, Any] | None = None,
     *,
     cache: FeatureCache | None = None,
     out_dir: str | Path | None = None,
@@ -100,7 +110,9 @@ def evaluate(
     tag = json.dumps(transfer, sort_keys=True)
 
     def feats(ds):
-        return cache.get(enc.backbone, ds, tag, lambda: extract_features(enc.backbone, ds, preprocess=enc.preprocess, device=device))
+        return cache.get(
+            enc.backbone, ds, tag, lambda: extract_features(enc.backbone, ds, preprocess=enc.preprocess, device=device)
+        )
 
     need_features = any(p in protocols for p in ("knn", "linear"))
     if need_features:
@@ -113,18 +125,41 @@ def evaluate(
             idx = per_class_subset(y_all, n, seed)
             base = {"labels_per_class": n, "seed": seed, "n_labeled": len(idx)}
             if "knn" in protocols:
-                rows.append({"protocol": "knn", **base, **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, knn_opts.k, knn_opts.temperature)})
+                rows.append(
+                    {
+                        "protocol": "knn",
+                        **base,
+                        **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, knn_opts.k, knn_opts.temperature),
+                    }
+                )
             if "linear" in protocols:
-                rows.append({"protocol": "linear", **base, **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=lin.l2,
-                                                                                  max_iter=lin.max_iter, seed=seed)})
+                rows.append(
+                    {
+                        "protocol": "linear",
+                        **base,
+                        **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=lin.l2, max_iter=lin.max_iter, seed=seed),
+                    }
+                )
             sub = take(bundle.train, idx) if ("finetune" in protocols or "scratch" in protocols) else None
             runs = [f"finetune:{s}" for s in ft.strategies] if "finetune" in protocols else []
             runs += ["scratch"] if "scratch" in protocols else []
             for run in runs:
                 strategy = run.split(":", 1)[1] if run.startswith("finetune:") else "scratch"
-                res = finetune(enc, enc.embed_dim, sub, bundle.test, enc.preprocess, num_classes, strategy=strategy,
-                               epochs=ft.epochs, lr=ft.lr, layer_decay=ft.layer_decay,
-                               warmup_epochs=ft.warmup_epochs, seed=seed, device=device)
+                res = finetune(
+                    enc,
+                    enc.embed_dim,
+                    sub,
+                    bundle.test,
+                    enc.preprocess,
+                    num_classes,
+                    strategy=strategy,
+                    epochs=ft.epochs,
+                    lr=ft.lr,
+                    layer_decay=ft.layer_decay,
+                    warmup_epochs=ft.warmup_epochs,
+                    seed=seed,
+                    device=device,
+                )
                 rows.append({"protocol": run, **base, **res})
     result = {
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,

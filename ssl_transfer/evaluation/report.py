@@ -16,12 +16,17 @@ def summary_table(result: dict[str, Any]) -> str:
     budgets = sorted({r["labels_per_class"] for r in result["summary"]}, key=lambda n: float("inf") if n is None else n)
     protocols = list(dict.fromkeys(r["protocol"] for r in result["summary"]))
     cell = {(r["protocol"], r["labels_per_class"]): r for r in result["summary"]}
-    lines = ["| protocol | " + " | ".join(f"{_n(n)} / class" for n in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
+    lines = [
+        "| protocol | " + " | ".join(f"{_n(n)} / class" for n in budgets) + " |",
+        "|---" * (len(budgets) + 1) + "|",
+    ]
     for p in protocols:
         vals = []
         for n in budgets:
             c = cell.get((p, n))
-            vals.append("-" if c is None else f"{100 * c['mean']:.2f}" + (f" ± {100 * c['std']:.2f}" if c["seeds"] > 1 else ""))
+            vals.append(
+                "-" if c is None else f"{100 * c['mean']:.2f}" + (f" ± {100 * c['std']:.2f}" if c["seeds"] > 1 else "")
+            )
         lines.append(f"| {p} | " + " | ".join(vals) + " |")
     return "\n".join(lines)
 
@@ -61,9 +66,12 @@ def linear_notes(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
         lo, hi = r["l2_range"]
-        note = f"- {_n(r['labels_per_class'])} / class, seed {r['seed']}: l2 {r['l2']:.0e} chosen in [{lo:.0e}, {hi:.0e}]"
+        note = (
+            f"- {_n(r['labels_per_class'])} / class, seed {r['seed']}: l2 {r['l2']:.0e} chosen in [{lo:.0e}, {hi:.0e}]"
+        )
         if r.get("range_extended"):
-            note += f"; the first range's best was at its {'lower' if r['range_extended'] == 'down' else 'upper'} edge, so it was extended {r['range_extended']} once"
+            edge = "lower" if r["range_extended"] == "down" else "upper"
+            note += f"; the first range's best was at its {edge} edge, so it was extended {r['range_extended']} once"
         if r.get("at_edge"):
             note += "; still at an edge of the extended range"
         out.append(note + f" ({r['solver']}, {r['seconds']:.1f} s)")
@@ -79,15 +87,18 @@ def write_report(result: dict[str, Any], out_dir: Path) -> None:
     md = [
         f"# Evaluation of `{result['encoder']}` on {result['data']['source']}",
         "",
-        f"Top-1 test accuracy (%), mean ± std over seeds {result['settings']['seeds']}; kNN k={result['settings']['knn']['k']}, "
+        f"Top-1 test accuracy (%), mean ± std over seeds {result['settings']['seeds']}; kNN "
+        f"k={result['settings']['knn']['k']}, "
         f"T={result['settings']['knn']['temperature']}.",
         "",
         summary_table(result),
         "",
         "## Input adaptation",
         "",
-        f"- encoder input {t['encoder_input']}, data {t['data_input']}; resize: {t['resize'] or 'none'}; channels: {t['channels']}",
-        f"- normalisation from {t['normalisation']['from']}: mean {t['normalisation']['mean']}, std {t['normalisation']['std']}",
+        f"- encoder input {t['encoder_input']}, data {t['data_input']}; resize: {t['resize'] or 'none'}; channels: "
+        f"{t['channels']}",
+        f"- normalisation from {t['normalisation']['from']}: mean {t['normalisation']['mean']}, std "
+        f"{t['normalisation']['std']}",
     ]
     linear = [r for r in result["rows"] if r["protocol"] == "linear"]
     if linear:

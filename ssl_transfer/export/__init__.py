@@ -11,9 +11,28 @@ from ssl_transfer.export.encoder import (
     rebuild_backbone,
     save_encoder,
 )
-from ssl_transfer.export.formats import FORMATS, ExportError, ExportResult, default_export_path, export_encoder, load_encoder
+from ssl_transfer.export.formats import (
+    FORMATS,
+    ExportError,
+    ExportResult,
+    default_export_path,
+    export_encoder,
+    load_encoder,
+)
 
 __all__ = [
-    "Encoder", "HeadedBackbone", "Preprocess", "encoder_meta", "exportable", "package_versions", "rebuild_backbone",
-    "save_encoder", "FORMATS", "ExportError", "ExportResult", "default_export_path", "export_encoder", "load_encoder",
+    "Encoder",
+    "HeadedBackbone",
+    "Preprocess",
+    "encoder_meta",
+    "exportable",
+    "package_versions",
+    "rebuild_backbone",
+    "save_encoder",
+    "FORMATS",
+    "ExportError",
+    "ExportResult",
+    "default_export_path",
+    "export_encoder",
+    "load_encoder",
 ]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data.datasets import convert_channels, resize_uint8
+from ssl_transfer.errors import UserError
 
 FORMAT_VERSION = 1
 
@@ -59,7 +61,9 @@ class Preprocess(nn.Module):
         else:
             x = convert_channels(images.float(), self.channels)  # the uint8 path's conversion (luminance), on floats
             if tuple(x.shape[-2:]) != self.size:
-                x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+                x = torch.nn.functional.interpolate(
+                    x, size=self.size, mode="bilinear", antialias=True, align_corners=False
+                )
         return (x.to(self.mean.device) - self.mean) / self.std
 
 
@@ -104,7 +108,10 @@ class Encoder(nn.Module):
         self.eval()
         device = next((p.device for p in self.backbone.parameters()), torch.device("cpu"))
         try:
-            out = [self(self.preprocess(images[i : i + batch_size]).to(device)).float() for i in range(0, len(images), batch_size)]
+            out = [
+                self(self.preprocess(images[i : i + batch_size]).to(device)).float()
+                for i in range(0, len(images), batch_size)
+            ]
         finally:
             self.train(was_training)
         return torch.cat(out)
@@ -130,7 +137,14 @@ def encoder_meta(
         "backbone": {"name": backbone_name, "kwargs": backbone_kwargs},
         "head": head,
         "embed_dim": int(embed_dim),
-        "input": {"channels": c, "height": h, "width": w, "mean": list(mean), "std": list(std), "range": "uint8 /255 then (x-mean)/std"},
+        "input": {
+            "channels": c,
+            "height": h,
+            "width": w,
+            "mean": list(mean),
+            "std": list(std),
+            "range": "uint8 /255 then (x-mean)/std",
+        },
         **extra,
         "versions": package_versions(),
     }
@@ -149,7 +163,9 @@ def save_encoder(backbone: nn.Module, path: str | Path, meta: dict[str, Any]) ->
 def rebuild_backbone(meta: dict[str, Any]) -> nn.Module:
     """An untrained module of the architecture ``meta`` describes (backbone, + head if any)."""
     inp = meta["input"]
-    backbone = build_backbone(meta["backbone"]["name"], (inp["channels"], inp["height"], inp["width"]), False, meta["backbone"]["kwargs"])
+    backbone = build_backbone(
+        meta["backbone"]["name"], (inp["channels"], inp["height"], inp["width"]), False, meta["backbone"]["kwargs"]
+    )
     head = meta.get("head")
     if head:
         backbone = HeadedBackbone(backbone, nn.Linear(head["in_features"], head["out_features"]))
@@ -158,7 +174,21 @@ def rebuild_backbone(meta: dict[str, Any]) -> nn.Module:
 
 def load_safetensors_encoder(path: str | Path, meta: dict[str, Any]) -> nn.Module:
     """The backbone in ``path`` (.safetensors), rebuilt from ``meta``; strict key match."""
+    from safetensors import safe_open
+
     backbone = rebuild_backbone(meta)
-    missing, unexpected = load_model(backbone, str(path), strict=True)
-    assert not missing and not unexpected, (missing, unexpected)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    except Exception as e:  # truncated or not a safetensors file
+        raise UserError(f"{str(path)!r}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    expected = set(backbone.state_dict())
+    missing, unexpected = sorted(expected - keys), sorted(keys - expected)
+    if missing or unexpected:
+        name = meta["backbone"]["name"]
+        raise UserError(
+            f"{str(path)!r} does not hold the weights of backbone {name!r} its metadata names: "
+            f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})"
+        )
+    load_model(backbone, str(path), strict=True)
     return backbone

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,8 +71,14 @@ def _write_safetensors(module: nn.Module, meta: dict[str, Any], out: Path) -> di
     return {}
 
 
-FORMATS.register("safetensors")(Format(".safetensors", _write_safetensors, lambda p, m: load_safetensors_encoder(p, m),
-                                       "weights only; rebuilt from the JSON by ssl_transfer"))
+FORMATS.register("safetensors")(
+    Format(
+        ".safetensors",
+        _write_safetensors,
+        lambda p, m: load_safetensors_encoder(p, m),
+        "weights only; rebuilt from the JSON by ssl_transfer",
+    )
+)
 
 
 # --------------------------------------------------------------------------- torchscript
@@ -91,14 +98,18 @@ def _load_torchscript(path: Path, meta: dict[str, Any]) -> nn.Module:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-FORMATS.register("torchscript")(Format(".pt", _write_torchscript, _load_torchscript, "traced TorchScript; runs without Python model code"))
+FORMATS.register("torchscript")(
+    Format(".pt", _write_torchscript, _load_torchscript, "traced TorchScript; runs without Python model code")
+)
 
 
 # --------------------------------------------------------------------------- torch.export (TorchScript's successor)
 
 
 def _write_pt2(module: nn.Module, meta: dict[str, Any], out: Path) -> dict[str, Any]:
-    program = torch.export.export(module, (example_input(meta, 2),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    program = torch.export.export(
+        module, (example_input(meta, 2),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)
+    )
     torch.export.save(program, str(out), extra_files={"ssl_transfer.json": json.dumps(meta)})
     return {"dynamic_batch": True}
 
@@ -115,8 +126,14 @@ class ExportedProgramModule(nn.Module):
         return self.program(x.cpu()).to(x.device)
 
 
-FORMATS.register("pt2")(Format(".pt2", _write_pt2, lambda p, m: ExportedProgramModule(p),
-                               "torch.export ExportedProgram (TorchScript's successor); torch.export.load(path).module()"))
+FORMATS.register("pt2")(
+    Format(
+        ".pt2",
+        _write_pt2,
+        lambda p, m: ExportedProgramModule(p),
+        "torch.export ExportedProgram (TorchScript's successor); torch.export.load(path).module()",
+    )
+)
 
 
 # --------------------------------------------------------------------------- onnx
@@ -134,11 +151,27 @@ def _write_onnx(module: nn.Module, meta: dict[str, Any], out: Path) -> dict[str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
-            torch.onnx.export(module, (x,), str(out), dynamo=True, input_names=["images"], output_names=["embeddings"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=big, verbose=False)
+            torch.onnx.export(
+                module,
+                (x,),
+                str(out),
+                dynamo=True,
+                input_names=["images"],
+                output_names=["embeddings"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                external_data=big,
+                verbose=False,
+            )
         else:
-            torch.onnx.export(module, (x,), str(out), dynamo=False, input_names=["images"], output_names=["embeddings"],
-                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})
+            torch.onnx.export(
+                module,
+                (x,),
+                str(out),
+                dynamo=False,
+                input_names=["images"],
+                output_names=["embeddings"],
+                dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+            )
     import onnx
 
     onnx.checker.check_model(str(out))
@@ -161,7 +194,11 @@ class OnnxBackbone(nn.Module):
         return torch.from_numpy(out).to(x.device)
 
 
-FORMATS.register("onnx")(Format(".onnx", _write_onnx, lambda p, m: OnnxBackbone(p), "ONNX with a dynamic batch axis, checked with onnxruntime"))
+FORMATS.register("onnx")(
+    Format(
+        ".onnx", _write_onnx, lambda p, m: OnnxBackbone(p), "ONNX with a dynamic batch axis, checked with onnxruntime"
+    )
+)
 
 
 # --------------------------------------------------------------------------- timm
@@ -185,7 +222,11 @@ def timm_state_dict(module: nn.Module) -> tuple[dict[str, Tensor], str, str, dic
         from ssl_transfer import timm_models
 
         sd = dict(backbone.state_dict())
-        name = next(n for n, w in timm_models.WIDTHS.items() if backbone.embed_dim == w[2] and backbone.stages[0][0].out_channels == w[0])
+        name = next(
+            n
+            for n, w in timm_models.WIDTHS.items()
+            if backbone.embed_dim == w[2] and backbone.stages[0][0].out_channels == w[0]
+        )
         cfg = dict(timm_models.default_cfgs[name])
         model_args = {"in_chans": backbone.stages[0][0].in_channels}
     else:
@@ -214,21 +255,32 @@ def _write_timm(module: nn.Module, meta: dict[str, Any], out: Path) -> dict[str,
     inp = meta["input"]
     num_classes = meta["head"]["out_features"] if meta.get("head") else 0
     overlay = {
-        "num_classes": num_classes, "input_size": [inp["channels"], inp["height"], inp["width"]],
-        "mean": list(inp["mean"]), "std": list(inp["std"]), "interpolation": "bilinear", "crop_pct": 1.0,
+        "num_classes": num_classes,
+        "input_size": [inp["channels"], inp["height"], inp["width"]],
+        "mean": list(inp["mean"]),
+        "std": list(inp["std"]),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
     }
     keep = ("first_conv", "classifier", "fixed_input_size", "pool_size", "license")
     pretrained_cfg = {**{k: base_cfg[k] for k in keep if base_cfg.get(k) is not None}, **overlay}
-    config = {"architecture": name, "num_classes": num_classes, "num_features": int(meta["embed_dim"] if not meta.get("head") else meta["head"]["in_features"]),
-              "model_args": _jsonable(model_args), "pretrained_cfg": _jsonable(pretrained_cfg)}
+    config = {
+        "architecture": name,
+        "num_classes": num_classes,
+        "num_features": int(meta["embed_dim"] if not meta.get("head") else meta["head"]["in_features"]),
+        "model_args": _jsonable(model_args),
+        "pretrained_cfg": _jsonable(pretrained_cfg),
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return {
         "timm": {
             "model_name": name,
             "model_args": _jsonable(model_args),
             "pretrained_cfg_overlay": {"file": str((out / "model.safetensors").resolve()), **_jsonable(overlay)},
-            "usage": "timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=pretrained_cfg_overlay, **model_args)"
-                     " or timm.create_model('local-dir:<this folder>', pretrained=True); small CNNs need `import ssl_transfer` first",
+            "usage": "timm.create_model(model_name, pretrained=True, "
+            "pretrained_cfg_overlay=pretrained_cfg_overlay, **model_args)"
+            " or timm.create_model('local-dir:<this folder>', pretrained=True); small CNNs need `import "
+            "ssl_transfer` first",
         }
     }
 
@@ -287,11 +339,18 @@ def export_encoder(source: str | Path | Encoder, fmt: str, out: str | Path, *, c
     except ExportError:
         raise
     except Exception as e:
-        raise ExportError(f"{fmt} export of {enc.meta['backbone']['name']} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise ExportError(
+            f"{fmt} export of {enc.meta['backbone']['name']} failed: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     meta = {k: v for k, v in enc.meta.items() if k not in ("export", "timm")}
     meta.update({k: v for k, v in extra.items() if k == "timm"})
-    meta["export"] = {"format": fmt, "file": path.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                      **{k: v for k, v in extra.items() if k != "timm"}}
+    meta["export"] = {
+        "format": fmt,
+        "file": path.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **{k: v for k, v in extra.items() if k != "timm"},
+    }
     meta_path.write_text(json.dumps(meta, indent=2))
 
     x = example_input(enc.meta, check_images, seed=1)
@@ -304,7 +363,10 @@ def export_encoder(source: str | Path | Encoder, fmt: str, out: str | Path, *, c
     meta["export"]["check"] = {"images": check_images, "max_abs_diff": diff, "atol": CHECK_ATOL}
     meta_path.write_text(json.dumps(meta, indent=2))
     if not diff <= CHECK_ATOL:
-        raise ExportError(f"{fmt} export differs from the live encoder by {diff:.3g} (> {CHECK_ATOL}); files left at {path} for inspection")
+        raise ExportError(
+            f"{fmt} export differs from the live encoder by {diff:.3g} (> {CHECK_ATOL}); files left at {path} for "
+            "inspection"
+        )
     files = sorted(p for p in path.iterdir()) if path.is_dir() else [path, meta_path]
     return ExportResult(path, meta_path, diff, files)
 
@@ -336,7 +398,10 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> Encode
     else:
         fmt = _format_of(p) or ""
         if not fmt:
-            raise UserError(f"{str(p)!r}: not an encoder (a run dir, .safetensors, .pt, .onnx, a timm export folder, or their .json)")
+            raise UserError(
+                f"{str(p)!r}: not an encoder (a run dir, .safetensors, .pt, .onnx, a timm export folder, or their "
+                ".json)"
+            )
         file, meta_path = p, p.with_suffix(".json")
     if not file.exists() or not meta_path.is_file():
         raise UserError(f"no encoder at {str(path)!r}: need {file.name} and {meta_path.name} side by side")

@@ -1,6 +1,6 @@
 """Pretext methods, one file each, registered by name in METHODS."""
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

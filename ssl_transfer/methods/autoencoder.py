@@ -15,8 +15,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
-from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME
 
 
 class ConvDecoder(nn.Module):
@@ -38,7 +38,11 @@ class ConvDecoder(nn.Module):
         cin = width
         for _ in range(n):
             cout = max(32, cin // 2)
-            blocks += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
             cin = cout
         blocks.append(nn.Conv2d(cin, c, 3, padding=1))
         self.blocks = nn.Sequential(*blocks)
@@ -58,8 +62,12 @@ class AEConfig(MethodConfig):
 
 class DAEConfig(AEConfig):
     name: Literal["dae"] = Field("dae", description=METHOD_NAME)  # type: ignore[assignment]
-    noise_std: Annotated[float, Field(ge=0)] = Field(0.5, description="Gaussian noise std added to the normalised input (1 = one pixel std)")
-    mask_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.25, description="fraction of pixels set to the mean (masking noise)")
+    noise_std: Annotated[float, Field(ge=0)] = Field(
+        0.5, description="Gaussian noise std added to the normalised input (1 = one pixel std)"
+    )
+    mask_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.25, description="fraction of pixels set to the mean (masking noise)"
+    )
 
 
 @METHODS.register("ae")

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import torch
 from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules.heads import BarlowTwinsProjectionHead
 from lightly.utils import dist
 from pydantic import Field
-import torch
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
-from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 
 
 class GlobalBarlowTwinsLoss(nn.Module):
-    """lightly's BarlowTwinsLoss on projections gathered from every rank: (B, D) x 2 -> scalar, the global-batch loss."""
+    """lightly's BarlowTwinsLoss on projections gathered from every rank: (B, D) x 2 -> scalar, the global-batch
+    loss."""
 
     def __init__(self, lambda_param: float) -> None:
         super().__init__()
@@ -41,7 +42,9 @@ class BarlowTwinsConfig(ProjectedConfig):
     name: Literal["barlowtwins"] = Field("barlowtwins", description=METHOD_NAME)
     proj_hidden_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_HIDDEN)
     proj_out_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_OUT)
-    lambda_param: Annotated[float, Field(gt=0)] = Field(0.005, description="weight of the off-diagonal (redundancy) term")
+    lambda_param: Annotated[float, Field(gt=0)] = Field(
+        0.005, description="weight of the off-diagonal (redundancy) term"
+    )
 
 
 @METHODS.register("barlowtwins")

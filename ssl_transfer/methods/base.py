@@ -7,7 +7,8 @@ The trainer hands a method ``num_views`` augmented, normalised views of a batch 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from lightly.models.utils import deactivate_requires_grad
@@ -38,8 +39,12 @@ class PretextMethod(nn.Module):
         self.input_shape = tuple(input_shape)
         c = self.input_shape[0]
         # The pixel statistics the views were normalised with (for likelihoods in pixel units).
-        self.register_buffer("pixel_mean", torch.tensor(mean or [0.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std or [1.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(mean or [0.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(std or [1.0] * c, dtype=torch.float32).view(1, c, 1, 1), persistent=False
+        )
         self.step = 0
         self.total_steps = 1
         self.joint_views = False  # set by the trainer (trainer.joint_views); see forward_views

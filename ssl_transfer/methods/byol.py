@@ -17,15 +17,17 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
-from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_HIDDEN
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_HIDDEN
 
 
 class BYOLConfig(ProjectedConfig):
     name: Literal["byol"] = Field("byol", description=METHOD_NAME)
     proj_hidden_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PROJ_HIDDEN)
     pred_hidden_dim: Annotated[int, Field(gt=0)] = Field(1024, description=PRED_HIDDEN)
-    momentum: Annotated[float, Field(ge=0, le=1)] = Field(0.99, description="start of the cosine momentum schedule to 1.0")
+    momentum: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.99, description="start of the cosine momentum schedule to 1.0"
+    )
 
 
 @METHODS.register("byol")

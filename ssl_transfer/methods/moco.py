@@ -22,16 +22,20 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
-from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME
 
 
 class MoCoConfig(ProjectedConfig):
     name: Literal["moco"] = Field("moco", description=METHOD_NAME)
     temperature: Annotated[float, Field(gt=0)] = Field(0.2, description="InfoNCE temperature (MoCo v2: 0.2)")
     queue_size: Annotated[int, Field(gt=0)] = Field(4096, description="keys kept as negatives (oldest replaced first)")
-    momentum: Annotated[float, Field(ge=0, le=1)] = Field(0.99, description="start of the cosine momentum schedule to 1.0")
-    symmetric: bool = Field(True, description="both views as queries (keys enqueued once per step); false: the paper's one direction")
+    momentum: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.99, description="start of the cosine momentum schedule to 1.0"
+    )
+    symmetric: bool = Field(
+        True, description="both views as queries (keys enqueued once per step); false: the paper's one direction"
+    )
 
 
 def queue_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:

@@ -18,8 +18,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
-from ssl_transfer.schema import METHOD_NAME, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME, PROJ_OUT
 
 
 def global_negatives(z1: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,14 +63,20 @@ def triplet_loss(z0: Tensor, z1: Tensor, margin: float, mining: str) -> Tensor:
 class SiameseConfig(ProjectedConfig):
     name: Literal["siamese"] = Field("siamese", description=METHOD_NAME)
     proj_out_dim: Annotated[int, Field(gt=0)] = Field(64, description=PROJ_OUT)
-    margin: Annotated[float, Field(gt=0, le=2)] = Field(1.2, description="negatives closer than this (unit sphere, max 2) are pushed apart")
+    margin: Annotated[float, Field(gt=0, le=2)] = Field(
+        1.2, description="negatives closer than this (unit sphere, max 2) are pushed apart"
+    )
 
 
 class TripletConfig(ProjectedConfig):
     name: Literal["triplet"] = Field("triplet", description=METHOD_NAME)
     proj_out_dim: Annotated[int, Field(gt=0)] = Field(64, description=PROJ_OUT)
-    margin: Annotated[float, Field(gt=0, le=2)] = Field(0.5, description="the negative must be this much farther than the positive (unit sphere)")
-    mining: Literal["hard", "random"] = Field("hard", description="negative per anchor: the hardest in the batch, or a random other image")
+    margin: Annotated[float, Field(gt=0, le=2)] = Field(
+        0.5, description="the negative must be this much farther than the positive (unit sphere)"
+    )
+    mining: Literal["hard", "random"] = Field(
+        "hard", description="negative per anchor: the hardest in the batch, or a random other image"
+    )
 
 
 class _SiameseBase(PretextMethod):

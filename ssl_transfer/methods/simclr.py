@@ -15,14 +15,16 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
-from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME
 
 
 class SimCLRConfig(ProjectedConfig):
     name: Literal["simclr"] = Field("simclr", description=METHOD_NAME)
     temperature: Annotated[float, Field(gt=0)] = Field(0.2, description="NT-Xent temperature")
-    proj_batch_norm: bool = Field(True, description="BatchNorm in the projection MLP (as in the paper); off for batch-independent heads")
+    proj_batch_norm: bool = Field(
+        True, description="BatchNorm in the projection MLP (as in the paper); off for batch-independent heads"
+    )
 
 
 @METHODS.register("simclr")
@@ -35,7 +37,9 @@ class SimCLR(PretextMethod):
 
     def __init__(self, cfg: SimCLRConfig, encoder: nn.Module, *args, **kwargs) -> None:
         super().__init__(cfg, encoder, *args, **kwargs)
-        self.projection_head = SimCLRProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, batch_norm=cfg.proj_batch_norm)
+        self.projection_head = SimCLRProjectionHead(
+            encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, batch_norm=cfg.proj_batch_norm
+        )
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:

@@ -13,16 +13,22 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
-from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_OUT
 
 
 class SimSiamConfig(ProjectedConfig):
     name: Literal["simsiam"] = Field("simsiam", description=METHOD_NAME)
     proj_out_dim: Annotated[int, Field(gt=0)] = Field(512, description=PROJ_OUT)
-    pred_hidden_dim: Annotated[int, Field(gt=0)] = Field(128, description=PRED_HIDDEN + " (a bottleneck, paper: 1/4 of proj_out_dim)")
-    fix_predictor_lr: bool = Field(True, description="the predictor keeps the base lr while the rest follows the schedule (paper, sec. 4.2)")
-    stop_gradient: bool = Field(True, description="the stop-gradient on the target; false only to show the collapse it prevents")
+    pred_hidden_dim: Annotated[int, Field(gt=0)] = Field(
+        128, description=PRED_HIDDEN + " (a bottleneck, paper: 1/4 of proj_out_dim)"
+    )
+    fix_predictor_lr: bool = Field(
+        True, description="the predictor keeps the base lr while the rest follows the schedule (paper, sec. 4.2)"
+    )
+    stop_gradient: bool = Field(
+        True, description="the stop-gradient on the target; false only to show the collapse it prevents"
+    )
 
 
 @METHODS.register("simsiam")

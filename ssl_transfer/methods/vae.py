@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from ssl_transfer.methods.autoencoder import ConvDecoder
 from ssl_transfer.methods.base import MethodConfig, PretextMethod, in_fp32
-from ssl_transfer.schema import METHOD_NAME
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME
 
 
 def kl_to_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -35,14 +35,26 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
 
 class VAEConfig(MethodConfig):
     name: Literal["vae"] = Field("vae", description=METHOD_NAME)
-    latent_dim: Annotated[int, Field(gt=0)] = Field(32, description="size of the latent code; the exported encoder outputs its mean")
+    latent_dim: Annotated[int, Field(gt=0)] = Field(
+        32, description="size of the latent code; the exported encoder outputs its mean"
+    )
     beta: Annotated[float, Field(ge=0)] = Field(1.0, description="KL weight; > 1 is beta-VAE")
-    likelihood: Literal["gaussian", "bernoulli"] = Field("bernoulli", description="pixel likelihood of the decoder: bernoulli on [0, 1] intensities, or gaussian")
-    gaussian_sigma: Annotated[float, Field(gt=0)] = Field(0.1, description="Gaussian likelihood std, in [0, 1] pixel units")
-    kl_schedule: Literal["linear", "cyclical", "constant"] = Field("linear", description="KL weight: linear warm-up, cyclical (Fu et al. 2019) or constant beta")
-    kl_warmup: Annotated[float, Field(ge=0, le=1)] = Field(0.2, description="fraction of training (per cycle if cyclical) over which the KL weight rises 0 -> 1")
+    likelihood: Literal["gaussian", "bernoulli"] = Field(
+        "bernoulli", description="pixel likelihood of the decoder: bernoulli on [0, 1] intensities, or gaussian"
+    )
+    gaussian_sigma: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="Gaussian likelihood std, in [0, 1] pixel units"
+    )
+    kl_schedule: Literal["linear", "cyclical", "constant"] = Field(
+        "linear", description="KL weight: linear warm-up, cyclical (Fu et al. 2019) or constant beta"
+    )
+    kl_warmup: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.2, description="fraction of training (per cycle if cyclical) over which the KL weight rises 0 -> 1"
+    )
     kl_cycles: Annotated[int, Field(gt=0)] = Field(4, description="cyclical: number of warm-up cycles over the run")
-    free_bits: Annotated[float, Field(ge=0)] = Field(0.0, description="nats per latent dimension below which KL is not penalised")
+    free_bits: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="nats per latent dimension below which KL is not penalised"
+    )
     decoder_width: Annotated[int, Field(gt=0)] = Field(128, description="channels of the decoder's first grid")
 
 
@@ -76,7 +88,8 @@ class VAE(PretextMethod):
         return self.mu_head(h), self.logvar_head(h).clamp(-30.0, 20.0)
 
     def recon_nll(self, x: Tensor, out: Tensor) -> Tensor:
-        """-log p(x|z) per image (B,), summed over pixels, constants dropped. ``x`` normalised, ``out`` decoder output."""
+        """-log p(x|z) per image (B,), summed over pixels, constants dropped. ``x`` normalised, ``out`` decoder
+        output."""
         if self.cfg.likelihood == "bernoulli":
             target = (x * self.pixel_std + self.pixel_mean).clamp(0.0, 1.0)
             return F.binary_cross_entropy_with_logits(out, target, reduction="none").flatten(1).sum(1)
@@ -113,7 +126,9 @@ class VAE(PretextMethod):
     def visualize(self, x: Tensor) -> dict[str, Tensor]:
         """Inputs over reconstructions from the posterior mean; and decoded samples from the prior."""
         mu, _ = self.encode(x)
-        z = torch.randn(2 * len(x), self.cfg.latent_dim, device=x.device, generator=torch.Generator(x.device).manual_seed(0))
+        z = torch.randn(
+            2 * len(x), self.cfg.latent_dim, device=x.device, generator=torch.Generator(x.device).manual_seed(0)
+        )
         return {
             "reconstructions": torch.cat([x, self.to_normalized(self.decoder(mu))]),
             "samples": self.to_normalized(self.decoder(z)),

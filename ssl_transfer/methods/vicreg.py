@@ -14,8 +14,8 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32
-from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 from ssl_transfer.methods.registry import METHODS
+from ssl_transfer.schema import METHOD_NAME, PROJ_HIDDEN, PROJ_OUT
 
 
 class VICRegConfig(ProjectedConfig):
@@ -25,7 +25,9 @@ class VICRegConfig(ProjectedConfig):
     lambda_param: Annotated[float, Field(ge=0)] = Field(25.0, description="invariance weight")
     mu_param: Annotated[float, Field(ge=0)] = Field(25.0, description="variance weight")
     nu_param: Annotated[float, Field(ge=0)] = Field(1.0, description="covariance weight")
-    proj_num_layers: Annotated[int, Field(ge=2)] = Field(3, description="layers of the projection MLP (paper 3; lightly's example 2)")
+    proj_num_layers: Annotated[int, Field(ge=2)] = Field(
+        3, description="layers of the projection MLP (paper 3; lightly's example 2)"
+    )
 
 
 @METHODS.register("vicreg")
@@ -38,7 +40,9 @@ class VICReg(PretextMethod):
 
     def __init__(self, cfg: VICRegConfig, encoder: nn.Module, *args, **kwargs) -> None:
         super().__init__(cfg, encoder, *args, **kwargs)
-        self.projection_head = VICRegProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, num_layers=cfg.proj_num_layers)
+        self.projection_head = VICRegProjectionHead(
+            encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim, num_layers=cfg.proj_num_layers
+        )
         self.criterion = VICRegLoss(cfg.lambda_param, cfg.mu_param, cfg.nu_param, gather_distributed=True)
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:

@@ -12,8 +12,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -46,7 +47,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
             stale.unlink(missing_ok=True)
 
-    def load_checkpoint(self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = True) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = True
+    ) -> dict[str, Any]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
@@ -71,7 +74,9 @@ class LastCheckpoint(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         due = bool(self.every_n_steps) and step % self.every_n_steps == 0
         if self.every_minutes and not due and step % self.poll_every_n_steps == 0:
@@ -112,6 +117,10 @@ def resume_checkpoint(last: Path) -> tuple[Path, int]:
     previous = last.with_name(PREVIOUS)
     prev = _loads(previous)
     if isinstance(prev, dict):
-        log.warning("%s does not load (%s); resuming from %s (step %d) instead", last, got, previous, int(prev["global_step"]))
+        log.warning(
+            "%s does not load (%s); resuming from %s (step %d) instead", last, got, previous, int(prev["global_step"])
+        )
         return previous, int(prev["global_step"])
-    raise UserError(f"--resume: {last} does not load ({got}) and neither does {previous} ({prev}); start again with --overwrite")
+    raise UserError(
+        f"--resume: {last} does not load ({got}) and neither does {previous} ({prev}); start again with --overwrite"
+    )

@@ -7,8 +7,9 @@ needs: where the sampler stood in the epoch and the RNG states (restored just be
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -39,7 +40,7 @@ class PretrainModule(pl.LightningModule):
         augments: list[Augment],
         mean: Sequence[float],
         std: Sequence[float],
-        optim: "OptimConfig",
+        optim: OptimConfig,
         plot_dir: str | Path | None = None,
         plot_images: Tensor | None = None,
         *,
@@ -60,7 +61,11 @@ class PretrainModule(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.plot_dir = Path(plot_dir) if plot_dir else None
-        self.register_buffer("plot_images", plot_images if plot_images is not None else torch.zeros(0, dtype=torch.uint8), persistent=False)
+        self.register_buffer(
+            "plot_images",
+            plot_images if plot_images is not None else torch.zeros(0, dtype=torch.uint8),
+            persistent=False,
+        )
         self.sampler, self.seed = sampler, seed
         self.check_finite, self.check_grads = check_finite, check_grads
         self._batches_done = 0  # in the current epoch, for the sampler's checkpointed position
@@ -103,7 +108,9 @@ class PretrainModule(pl.LightningModule):
         for k, v in out.items():
             if k != "loss":
                 self.log(f"train/{k}", v, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        self.log(
+            "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs
+        )
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -119,7 +126,9 @@ class PretrainModule(pl.LightningModule):
         where = f"step {step} (epoch {epoch}, batch {self._batches_done - 1})"
         if not torch.isfinite(loss):
             raise NonFiniteError(f"non-finite loss ({loss.item()}) at {where}", step)
-        raise NonFiniteError(f"non-finite gradients (norm {gnorm.item()}) at {where}; the loss was {loss.item():.6g}", step)
+        raise NonFiniteError(
+            f"non-finite gradients (norm {gnorm.item()}) at {where}; the loss was {loss.item():.6g}", step
+        )
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -147,8 +156,15 @@ class PretrainModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()  # after the callbacks' batch-end hooks (checkpoints), which are not data time
-        self.log("data_wait", self._data_wait / max(1e-9, now - self._epoch_start), on_step=True, on_epoch=False,
-                 prog_bar=True, logger=False, batch_size=1)
+        self.log(
+            "data_wait",
+            self._data_wait / max(1e-9, now - self._epoch_start),
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+            logger=False,
+            batch_size=1,
+        )
         self._waiting_since = now
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -179,8 +195,13 @@ class PretrainModule(pl.LightningModule):
         finally:
             self.method.train(was_training)
         for name, imgs in grids.items():
-            save_grid(imgs, self.mean.flatten().tolist(), self.std.flatten().tolist(),
-                      self.plot_dir / f"{name}_epoch{self.current_epoch + 1:03d}.png", nrow=len(self.plot_images))
+            save_grid(
+                imgs,
+                self.mean.flatten().tolist(),
+                self.std.flatten().tolist(),
+                self.plot_dir / f"{name}_epoch{self.current_epoch + 1:03d}.png",
+                nrow=len(self.plot_images),
+            )
 
     def _log_epoch_speed(self) -> None:
         """``train/epoch_time_s`` (loader start to last step, waiting for the GPU), ``train/images_per_s``

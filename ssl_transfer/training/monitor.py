@@ -5,7 +5,8 @@ training starts (the random-init baseline) and after every epoch. From those emb
 
 - ``monitor/knn_top1`` (every ``every_n_epochs`` epochs and at the last): kNN top-1 within the held-out split with
   the shared FAISS kNN (:func:`ssl_transfer.evaluation.knn.knn_classify`), two-fold: each half of the images is
-  classified with the other half (every other image) as the bank, and the two accuracies averaged. Its bank is small (half the
+  classified with the other half (every other image) as the bank, and the two accuracies averaged. Its bank is small
+  (half the
   held-out images), so it reads lower than the final evaluation's kNN over the whole training set, but it costs
   no forward pass beyond the held-out images and sees clean images like the final evaluation does;
 - ``monitor/std``: mean over dimensions of the std of the L2-normalised embeddings (0 = collapsed; about
@@ -76,8 +77,15 @@ class Monitor(pl.Callback):
     ``val_images``: uint8 (N, C, H, W) held-out images, ``val_labels`` (N,) or None (then no kNN).
     """
 
-    def __init__(self, cfg: "MonitorConfig", val_images: Tensor, val_labels: Tensor | None, k: int, temperature: float,
-                 best_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        val_images: Tensor,
+        val_labels: Tensor | None,
+        k: int,
+        temperature: float,
+        best_path: str | Path | None = None,
+    ) -> None:
         super().__init__()
         self.cfg, self.k, self.temperature = cfg, k, temperature
         self.val_images = val_images[: cfg.val_samples]
@@ -96,7 +104,9 @@ class Monitor(pl.Callback):
         if not trainer.is_global_zero:
             return
         epoch = trainer.current_epoch + 1
-        metrics = self.measure(trainer, pl_module, knn=epoch % self.cfg.every_n_epochs == 0 or epoch == trainer.max_epochs)
+        metrics = self.measure(
+            trainer, pl_module, knn=epoch % self.cfg.every_n_epochs == 0 or epoch == trainer.max_epochs
+        )
         self._log(trainer, pl_module, metrics, epoch)
         self._warn_collapse(metrics, epoch)
         if self.best_path is not None and "knn_top1" in metrics and metrics["knn_top1"] > self.best_knn:
@@ -123,7 +133,9 @@ class Monitor(pl.Callback):
                 z = self._embed(pl_module, lambda x: x)
                 metrics = collapse_signals(z)
                 head = getattr(method, "projection_head", None)
-                if isinstance(head, torch.nn.Module):  # where the loss sees the embedding, and where collapse shows first
+                if isinstance(
+                    head, torch.nn.Module
+                ):  # where the loss sees the embedding, and where collapse shows first
                     p = torch.cat([head(c.to(pl_module.device)).float().cpu() for c in z.split(512)])
                     metrics.update({f"proj_{k}": v for k, v in collapse_signals(p).items() if k != "uniformity"})
                 n = min(self.cfg.align_samples, len(self.val_images))
@@ -143,8 +155,12 @@ class Monitor(pl.Callback):
     def two_fold_knn(self, z: Tensor, labels: Tensor) -> float:
         """kNN top-1 of each half of (z, labels) against the other half as the bank, averaged."""
         a, b = slice(0, None, 2), slice(1, None, 2)  # interleaved: the images are spread over the split in its order
-        accs = [knn_classify(z[bank], labels[bank], z[q], labels[q], k=self.k, temperature=self.temperature, index="exact")["top1"]
-                for bank, q in ((a, b), (b, a))]
+        accs = [
+            knn_classify(z[bank], labels[bank], z[q], labels[q], k=self.k, temperature=self.temperature, index="exact")[
+                "top1"
+            ]
+            for bank, q in ((a, b), (b, a))
+        ]
         return (accs[0] + accs[1]) / 2
 
     def _embed(self, pl_module: pl.LightningModule, augment: Any, n: int | None = None, batch: int = 512) -> Tensor:
@@ -161,15 +177,21 @@ class Monitor(pl.Callback):
         for prefix, what in (("", "representation"), ("proj_", "projection")):
             if f"{prefix}std_ratio" not in metrics:
                 continue
-            if metrics[f"{prefix}std_ratio"] < self.cfg.collapse_std_ratio or metrics[f"{prefix}effective_rank"] < self.cfg.collapse_rank:
+            if (
+                metrics[f"{prefix}std_ratio"] < self.cfg.collapse_std_ratio
+                or metrics[f"{prefix}effective_rank"] < self.cfg.collapse_rank
+            ):
                 return what
         return None
 
     def _warn_collapse(self, metrics: dict[str, float], epoch: int) -> None:
         if metrics["std"] != metrics["std"] and not self.warned_nonfinite:  # NaN: an embedding is inf or NaN
             self.warned_nonfinite = True
-            log.warning("epoch %d: the encoder's embeddings of held-out images are not finite in eval mode (BatchNorm running "
-                        "statistics or weights have blown up); consider a lower optim.lr or a warm-up", epoch)
+            log.warning(
+                "epoch %d: the encoder's embeddings of held-out images are not finite in eval mode (BatchNorm running "
+                "statistics or weights have blown up); consider a lower optim.lr or a warm-up",
+                epoch,
+            )
             return
         what = self.collapsed(metrics)
         if what is not None and self.collapsed_at is None:
@@ -177,6 +199,12 @@ class Monitor(pl.Callback):
             p = "" if what == "representation" else "proj_"
             log.warning(
                 "epoch %d: the %s has collapsed (std of normalised embeddings x sqrt(D) = %.3g, threshold %.3g; "
-                "effective rank %.2f, threshold %.2f); check the learning rate, the augmentations and the method's settings",
-                epoch, what, metrics[f"{p}std_ratio"], self.cfg.collapse_std_ratio, metrics[f"{p}effective_rank"], self.cfg.collapse_rank,
+                "effective rank %.2f, threshold %.2f); check the learning rate, the augmentations and the method's "
+                "settings",
+                epoch,
+                what,
+                metrics[f"{p}std_ratio"],
+                self.cfg.collapse_std_ratio,
+                metrics[f"{p}effective_rank"],
+                self.cfg.collapse_rank,
             )

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ssl_transfer")
 
 
-def scaled_lr(cfg: "OptimConfig", global_batch: int | None) -> float:
+def scaled_lr(cfg: OptimConfig, global_batch: int | None) -> float:
     """``cfg.lr``, times ``global_batch / cfg.lr_batch_size`` when the recipe gives the batch its lr is for
     (the linear scaling rule of Goyal et al. 2017, as lightly's and the papers' CIFAR/ImageNet settings)."""
     if cfg.lr_batch_size is None or global_batch is None:
@@ -24,7 +24,7 @@ def scaled_lr(cfg: "OptimConfig", global_batch: int | None) -> float:
     return cfg.lr * global_batch / cfg.lr_batch_size
 
 
-def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | None = None) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, global_batch: int | None = None) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``model``'s trainable parameters, at :func:`scaled_lr` for ``global_batch``.
 
     With ``exclude_norm_and_bias`` (default) biases and 1-d parameters (norm scales) get no weight decay,
@@ -42,7 +42,9 @@ def build_optimizer(model: nn.Module, cfg: "OptimConfig", global_batch: int | No
         if cfg.exclude_norm_and_bias:
             groups = param_groups_weight_decay(part, cfg.weight_decay)
         else:
-            groups = [{"params": [p for _, p in part.named_parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+            groups = [
+                {"params": [p for _, p in part.named_parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}
+            ]
         params += [{**g, "fixed_lr": is_fixed} for g in groups if g["params"]]
     lr = scaled_lr(cfg, global_batch)
     if cfg.optimizer == "adamw":
@@ -81,7 +83,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 
 
 def warmup_steps(
-    total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, warmup_fraction: float | None = None, what: str = "optim"
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    warmup_fraction: float | None = None,
+    what: str = "optim",
 ) -> int:
     """Warm-up length in optimizer steps for a run of ``total_steps``: ``warmup_fraction`` of the run when given,
     else ``warmup_epochs`` x ``steps_per_epoch``.
@@ -101,16 +107,27 @@ def warmup_steps(
     share = f"{warm} of the run's {total_steps} steps ({epochs:.3g} epochs)"
     if warm >= total_steps:
         cut = total_steps // 2
-        log.warning("%s is %s, the whole run: the learning rate would never reach its peak; warming up for the first half "
-                    "(%d steps) instead. Set a shorter warm-up (e.g. %s.warmup_fraction=0.05)", asked, share, cut, what)
+        log.warning(
+            "%s is %s, the whole run: the learning rate would never reach its peak; warming up for the first half "
+            "(%d steps) instead. Set a shorter warm-up (e.g. %s.warmup_fraction=0.05)",
+            asked,
+            share,
+            cut,
+            what,
+        )
         return cut
-    log.warning("%s covers %s, half of the run or more: the learning rate spends most of the run below its peak "
-                "(e.g. %s.warmup_fraction=0.05 scales the warm-up with the run)", asked, share, what)
+    log.warning(
+        "%s covers %s, half of the run or more: the learning rate spends most of the run below its peak "
+        "(e.g. %s.warmup_fraction=0.05 scales the warm-up with the run)",
+        asked,
+        share,
+        what,
+    )
     return warm
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: "OptimConfig", total_steps: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR following :func:`lr_factor`, with the warm-up of :func:`warmup_steps`.
     Groups marked ``fixed_lr`` keep their base lr."""
@@ -122,4 +139,6 @@ def build_scheduler(
     def constant(s: int) -> float:
         return 1.0
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, [constant if g.get("fixed_lr") else scheduled for g in optimizer.param_groups])
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [constant if g.get("fixed_lr") else scheduled for g in optimizer.param_groups]
+    )

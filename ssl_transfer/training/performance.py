@@ -7,9 +7,10 @@ Each is a recipe switch in ``trainer``; none changes what is learnt beyond float
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +56,10 @@ def cpu_bf16_hazards(model: nn.Module, run: Callable[[nn.Module], Any]) -> list[
             wide = out.shape[2:] if m.transposed else args[0].shape[2:]
             for size, stride, pad in zip(wide, m.stride, m.padding):
                 if pad > 0 and size < stride:
-                    found[name] = f"{name} ({'output' if m.transposed else 'input'} {size} px, stride {stride}, padding {pad})"
+                    found[name] = (
+                        f"{name} ({'output' if m.transposed else 'input'} {size} px, stride {stride}, padding {pad})"
+                    )
+
         return hook
 
     for name, m in probe.named_modules():

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -60,8 +60,11 @@ def plot_monitor(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     recs = read_metrics(metrics_path)
-    panels = [("monitor/knn_top1", "monitored kNN top-1"), ("monitor/effective_rank", "effective rank (RankMe)"),
-              ("monitor/std_ratio", "std of normalised embeddings x sqrt(D)")]
+    panels = [
+        ("monitor/knn_top1", "monitored kNN top-1"),
+        ("monitor/effective_rank", "effective rank (RankMe)"),
+        ("monitor/std_ratio", "std of normalised embeddings x sqrt(D)"),
+    ]
     series = [(title, [(r["epoch"] + 1, r[key]) for r in recs if key in r]) for key, title in panels]
     series = [(t, pts) for t, pts in series if pts]
     if not series:

@@ -49,7 +49,9 @@ class StopOnSignal(pl.Callback):
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_int)  # Lightning restores both handlers at teardown
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.signum is not None and self.checkpoint.saved_step != trainer.global_step:
             self.checkpoint.save(trainer)
 

@@ -80,7 +80,7 @@ def test_freezing_really_freezes(strategy, frozen):
         loss.backward()
         opt.step()
     now = copy_model.encoder.state_dict()
-    for i, block in enumerate(blocks):
+    for i, _block in enumerate(blocks):
         prefix = f"stages.{i}."
         keys = [k for k in now if k.startswith(prefix)]
         same = all(torch.equal(snap[k], now[k]) for k in keys)
@@ -137,10 +137,18 @@ def test_label_subsets_and_splits():
 def test_evaluate_any_module_with_label_budgets(tmp_path: Path):
     torch.manual_seed(0)
     enc = build_backbone("cnn_tiny", (1, 8, 8))
-    r = evaluate(enc, {"source": "digits"}, protocols=["knn", "linear", "finetune", "scratch"], labels_per_class=[2, 5], seeds=[0, 1],
-                 finetune={"strategies": ["full", "llrd"], "epochs": 1}, out_dir=tmp_path)
+    r = evaluate(
+        enc,
+        {"source": "digits"},
+        protocols=["knn", "linear", "finetune", "scratch"],
+        labels_per_class=[2, 5],
+        seeds=[0, 1],
+        finetune={"strategies": ["full", "llrd"], "epochs": 1},
+        out_dir=tmp_path,
+    )
     assert {(s["protocol"], s["labels_per_class"]) for s in r["summary"]} == {
-        (p, n) for p in ["knn", "linear", "finetune:full", "finetune:llrd", "scratch"] for n in [2, 5]}
+        (p, n) for p in ["knn", "linear", "finetune:full", "finetune:llrd", "scratch"] for n in [2, 5]
+    }
     assert all(s["seeds"] == 2 for s in r["summary"])
     assert r["feature_cache"]["misses"] == 2  # train and test embedded once for all budgets and seeds
     assert (tmp_path / "label_efficiency.png").is_file() and "| knn |" in (tmp_path / "report.md").read_text()

@@ -53,15 +53,26 @@ def test_channel_conversion_is_the_same_on_the_uint8_float_and_pil_paths(tmp_pat
     pil = Image.fromarray(x[0].permute(1, 2, 0).squeeze(-1).numpy())
     from_pil = pre([pil])
     assert from_uint8.shape == (1, dst, 12, 12)
-    assert torch.allclose(from_uint8, from_float, atol=1 / 255 / 0.2) and torch.allclose(from_uint8, from_pil, atol=1 / 255 / 0.2)
+    assert torch.allclose(from_uint8, from_float, atol=1 / 255 / 0.2) and torch.allclose(
+        from_uint8, from_pil, atol=1 / 255 / 0.2
+    )
     if dst == 1:  # luminance (0.299 R), not the channel mean (1/3)
         assert from_float[0, 0, 0, 0].item() == pytest.approx((76 / 255 - 0.3) / 0.2, abs=1 / 255 / 0.2)
 
 
 def test_loading_is_strict(tmp_path: Path):
+    """Weights that do not match the backbone the metadata names, or a truncated file: one line naming both."""
     saved(tmp_path)
     save_file({"bogus": torch.zeros(1)}, tmp_path / "encoder.safetensors")
-    with pytest.raises(Exception):
+    with pytest.raises(
+        UserError, match=r"does not hold the weights of backbone .* missing .* 1 unexpected \(e.g. \['bogus'\]\)"
+    ) as e:
+        load_encoder(tmp_path)
+    assert "\n" not in str(e.value)
+    saved(tmp_path)
+    data = (tmp_path / "encoder.safetensors").read_bytes()
+    (tmp_path / "encoder.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a readable safetensors file"):
         load_encoder(tmp_path)
 
 

@@ -27,12 +27,37 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("runs")
     digits = {"source": "digits", "limit_train": 128, "batch_size": 64}
     res = {
-        "cnn": run({"name": "cnn", "output_dir": str(out), "data": digits, "backbone": {"name": "cnn_tiny"}, "method": {"name": "simclr"},
-                    **QUIET, "eval": {"protocols": ["knn"]}}).run_dir,
-        "resnet_vae": pretrain({"name": "rv", "output_dir": str(out), "data": {**digits, "image_size": 32, "channels": 3},
-                                "backbone": {"name": "resnet18"}, "method": {"name": "vae", "latent_dim": 16}, **QUIET}).run_dir,
-        "vit": pretrain({"name": "vit", "output_dir": str(out), "data": {**digits, "image_size": 16},
-                         "backbone": {"name": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4}}, "method": {"name": "byol"}, **QUIET}).run_dir,
+        "cnn": run(
+            {
+                "name": "cnn",
+                "output_dir": str(out),
+                "data": digits,
+                "backbone": {"name": "cnn_tiny"},
+                "method": {"name": "simclr"},
+                **QUIET,
+                "eval": {"protocols": ["knn"]},
+            }
+        ).run_dir,
+        "resnet_vae": pretrain(
+            {
+                "name": "rv",
+                "output_dir": str(out),
+                "data": {**digits, "image_size": 32, "channels": 3},
+                "backbone": {"name": "resnet18"},
+                "method": {"name": "vae", "latent_dim": 16},
+                **QUIET,
+            }
+        ).run_dir,
+        "vit": pretrain(
+            {
+                "name": "vit",
+                "output_dir": str(out),
+                "data": {**digits, "image_size": 16},
+                "backbone": {"name": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4}},
+                "method": {"name": "byol"},
+                **QUIET,
+            }
+        ).run_dir,
     }
     return res
 
@@ -40,7 +65,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def _images(n: int, meta: dict, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     inp = meta["input"]
-    return torch.randint(0, 256, (n, inp["channels"], inp["height"] + 3, inp["width"] + 3), dtype=torch.uint8, generator=g)
+    return torch.randint(
+        0, 256, (n, inp["channels"], inp["height"] + 3, inp["width"] + 3), dtype=torch.uint8, generator=g
+    )
 
 
 @pytest.mark.parametrize("fmt", FORMAT_NAMES)
@@ -76,7 +103,9 @@ def test_timm_export_loads_with_timms_own_calls(runs, tmp_path: Path):
         t = json.loads(res.meta_path.read_text())["timm"]
         overlay = dict(t["pretrained_cfg_overlay"])
         file = overlay.pop("file")
-        model = timm.create_model(t["model_name"], pretrained=True, pretrained_cfg_overlay=dict(file=file, **overlay), **t["model_args"]).eval()
+        model = timm.create_model(
+            t["model_name"], pretrained=True, pretrained_cfg_overlay=dict(file=file, **overlay), **t["model_args"]
+        ).eval()
         x = live.preprocess(_images(4, live.meta))
         with torch.no_grad():
             assert torch.allclose(model(x), live(x), atol=1e-5), which
@@ -125,10 +154,23 @@ def test_export_cli(runs, tmp_path: Path, capsys):
 
 
 def test_run_writes_the_recipes_export_formats(tmp_path: Path):
-    res = run({"name": "ex", "output_dir": str(tmp_path), "data": {"source": "digits", "limit_train": 128, "batch_size": 64},
-               "backbone": {"name": "cnn_tiny"}, "method": {"name": "ae"}, **QUIET, "export": {"formats": ["safetensors", "torchscript", "timm"]}})
+    res = run(
+        {
+            "name": "ex",
+            "output_dir": str(tmp_path),
+            "data": {"source": "digits", "limit_train": 128, "batch_size": 64},
+            "backbone": {"name": "cnn_tiny"},
+            "method": {"name": "ae"},
+            **QUIET,
+            "export": {"formats": ["safetensors", "torchscript", "timm"]},
+        }
+    )
     d = res.run_dir
-    assert (d / "encoder.safetensors").is_file() and (d / "export" / "encoder.pt").is_file() and (d / "export" / "timm" / "model.safetensors").is_file()
+    assert (
+        (d / "encoder.safetensors").is_file()
+        and (d / "export" / "encoder.pt").is_file()
+        and (d / "export" / "timm" / "model.safetensors").is_file()
+    )
     assert json.loads((d / "export" / "encoder.json").read_text())["eval_metrics"]["summary"]
 
 

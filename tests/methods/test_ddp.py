@@ -34,9 +34,13 @@ class _Id(nn.Module):
 def loss_fn(name: str):
     """The exact criterion each method uses, applied to projections (B, D_OUT)."""
     if name == "siamese":
-        return lambda a, b: margin_contrastive_loss(nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1), 1.2)
+        return lambda a, b: margin_contrastive_loss(
+            nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1), 1.2
+        )
     if name == "triplet":
-        return lambda a, b: triplet_loss(nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1), 0.5, "hard")
+        return lambda a, b: triplet_loss(
+            nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1), 0.5, "hard"
+        )
     cfg = {"simclr": SimCLRConfig(), "barlowtwins": BarlowTwinsConfig(), "vicreg": VICRegConfig()}[name]
     return build_method(cfg, _Id(), (D_OUT, 1, 1)).criterion
 

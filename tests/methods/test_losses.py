@@ -90,12 +90,16 @@ def test_vicreg_criterion():
 
 def test_margin_contrastive_loss():
     z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in z_pair())
-    assert float(margin_contrastive_loss(z0, z1, 1.2)) == pytest.approx(float(ref.margin_contrastive(z0, z1, 1.2)), rel=1e-5)
+    assert float(margin_contrastive_loss(z0, z1, 1.2)) == pytest.approx(
+        float(ref.margin_contrastive(z0, z1, 1.2)), rel=1e-5
+    )
 
 
 def test_triplet_loss_batch_hard_and_random():
     z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in z_pair())
-    assert float(triplet_loss(z0, z1, 0.5, "hard")) == pytest.approx(float(ref.triplet_batch_hard(z0, z1, 0.5)), rel=1e-5)
+    assert float(triplet_loss(z0, z1, 0.5, "hard")) == pytest.approx(
+        float(ref.triplet_batch_hard(z0, z1, 0.5)), rel=1e-5
+    )
     # random mining never picks the positive and is bounded by the hardest choice
     assert 0 <= float(triplet_loss(z0, z1, 0.5, "random")) <= float(triplet_loss(z0, z1, 0.5, "hard")) + 1e-6
 
@@ -119,7 +123,9 @@ def test_vae_reparameterisation_moments_and_gradients():
     logvar = torch.tensor([[0.0, math.log(4.0)]], requires_grad=True)
     torch.manual_seed(0)
     z = reparameterize(mu.expand(100_000, 2), logvar.expand(100_000, 2))
-    assert torch.allclose(z.mean(0), mu[0].detach(), atol=0.03) and torch.allclose(z.std(0), torch.tensor([1.0, 2.0]), atol=0.03)
+    assert torch.allclose(z.mean(0), mu[0].detach(), atol=0.03) and torch.allclose(
+        z.std(0), torch.tensor([1.0, 2.0]), atol=0.03
+    )
     z.sum().backward()
     assert mu.grad is not None and logvar.grad is not None
 

@@ -117,17 +117,30 @@ def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(quiet, caplog
     from ssl_transfer.errors import UserError
     from ssl_transfer.train import pretrain
 
-    recipe = {"name": "p", "data": {"source": "digits", "limit_train": 128, "batch_size": 64}, "backbone": {"name": "cnn_tiny"},
-              "trainer": {"max_epochs": 2}, "monitor": {"enabled": False}}
+    recipe = {
+        "name": "p",
+        "data": {"source": "digits", "limit_train": 128, "batch_size": 64},
+        "backbone": {"name": "cnn_tiny"},
+        "trainer": {"max_epochs": 2},
+        "monitor": {"enabled": False},
+    }
     res = pretrain(recipe, quiet)
     ckpts = res.run_dir / "checkpoints"
     last, previous = ckpts / "last.ckpt", ckpts / "previous.ckpt"
-    assert torch.load(last, weights_only=True)["global_step"] == 4 and torch.load(previous, weights_only=True)["global_step"] == 2
+    assert (
+        torch.load(last, weights_only=True)["global_step"] == 4
+        and torch.load(previous, weights_only=True)["global_step"] == 2
+    )
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # a partial copy / full disk
     with caplog.at_level("WARNING", logger="ssl_transfer"):
         resumed = pretrain(res.run_dir, ["trainer.max_epochs=3"], resume=True)
-    assert any("last.ckpt does not load" in r.getMessage() and "previous.ckpt (step 2)" in r.getMessage() for r in caplog.records)
-    assert torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6  # 2 + 2 epochs of 2
+    assert any(
+        "last.ckpt does not load" in r.getMessage() and "previous.ckpt (step 2)" in r.getMessage()
+        for r in caplog.records
+    )
+    assert (
+        torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    )  # 2 + 2 epochs of 2
 
     for f in (last, previous):
         f.write_bytes(b"garbage")

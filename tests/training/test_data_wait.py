@@ -8,8 +8,15 @@ import ssl_transfer.train as train_mod
 from ssl_transfer.train import pretrain
 from ssl_transfer.training.metrics_log import read_metrics
 
-RECIPE = {"name": "w", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "backbone": {"name": "cnn_tiny"},
-          "method": {"name": "simclr"}, "augment": {"preset": "digits"}, "trainer": {"max_epochs": 2}, "monitor": {"enabled": False}}
+RECIPE = {
+    "name": "w",
+    "data": {"source": "digits", "limit_train": 256, "batch_size": 64},
+    "backbone": {"name": "cnn_tiny"},
+    "method": {"name": "simclr"},
+    "augment": {"preset": "digits"},
+    "trainer": {"max_epochs": 2},
+    "monitor": {"enabled": False},
+}
 
 
 def _shares(run_dir) -> list[float]:

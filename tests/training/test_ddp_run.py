@@ -20,9 +20,18 @@ from ssl_transfer.training.metrics_log import read_metrics
 
 STEPS = 4
 COMMON = {
-    "data.source": "digits", "data.image_size": 32, "backbone.name": "convnext_atto", "method.name": "simclr",
-    "method.proj_batch_norm": "false", "augment.preset": "none", "trainer.accelerator": "cpu", "trainer.max_steps": STEPS,
-    "trainer.max_epochs": 1, "trainer.log_every_n_steps": 1, "trainer.progress_bar": "false", "logging.wandb": "disabled",
+    "data.source": "digits",
+    "data.image_size": 32,
+    "backbone.name": "convnext_atto",
+    "method.name": "simclr",
+    "method.proj_batch_norm": "false",
+    "augment.preset": "none",
+    "trainer.accelerator": "cpu",
+    "trainer.max_steps": STEPS,
+    "trainer.max_epochs": 1,
+    "trainer.log_every_n_steps": 1,
+    "trainer.progress_bar": "false",
+    "logging.wandb": "disabled",
     "logging.plots": "false",
     "optim.lr": 1e-3,
     "trainer.precision": "32-true",  # float32 on every CPU: bf16 rounding depends on how the batch is split
@@ -32,7 +41,13 @@ COMMON = {
 def _pretrain(tmp: Path, name: str, **extra) -> Path:
     args = [f"{k}={v}" for k, v in {**COMMON, **extra, "output_dir": str(tmp), "name": name}.items()]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ssl_transfer", "pretrain", "quickstart", *args], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_transfer", "pretrain", "quickstart", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / name
 
@@ -65,4 +80,13 @@ def test_sync_batchnorm_on_cpu_ddp_is_one_clear_line(tmp_path: Path, quiet):
     from ssl_transfer.train import pretrain
 
     with pytest.raises(UserError, match="SyncBatchNorm runs on GPUs only"):
-        pretrain("quickstart", [*quiet, "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"])
+        pretrain(
+            "quickstart",
+            [
+                *quiet,
+                "trainer.strategy=ddp",
+                "trainer.devices=2",
+                "trainer.accelerator=cpu",
+                "trainer.sync_batchnorm=true",
+            ],
+        )

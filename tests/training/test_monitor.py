@@ -7,9 +7,9 @@ import logging
 import pytest
 import torch
 
+from ssl_transfer.train import pretrain
 from ssl_transfer.training.metrics_log import read_metrics
 from ssl_transfer.training.monitor import alignment, collapse_signals, effective_rank
-from ssl_transfer.train import pretrain
 
 
 def test_effective_rank_counts_used_dimensions():
@@ -32,13 +32,26 @@ def test_collapse_signals_of_collapsed_and_spread_embeddings():
 
 
 def test_default_run_logs_monitored_knn_and_effective_rank(quiet):
-    recipe = {"name": "mon", "method": {"name": "simclr"}, "data": {"source": "digits", "batch_size": 128},
-              "augment": {"preset": "digits"}, "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 3}}
+    recipe = {
+        "name": "mon",
+        "method": {"name": "simclr"},
+        "data": {"source": "digits", "batch_size": 128},
+        "augment": {"preset": "digits"},
+        "backbone": {"name": "cnn_tiny"},
+        "trainer": {"max_epochs": 3},
+    }
     res = pretrain(recipe, [*quiet, "monitor.save_best=true"])
     recs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "monitor/knn_top1" in r]
     assert [r["epoch"] for r in recs] == [-1, 0, 1, 2]  # before training (the random-init baseline), then each epoch
     for r in recs:
-        for key in ("monitor/effective_rank", "monitor/std", "monitor/std_ratio", "monitor/alignment", "monitor/uniformity", "monitor/time_s"):
+        for key in (
+            "monitor/effective_rank",
+            "monitor/std",
+            "monitor/std_ratio",
+            "monitor/alignment",
+            "monitor/uniformity",
+            "monitor/time_s",
+        ):
             assert key in r, key
     assert recs[-1]["monitor/knn_top1"] > 0.5  # 10 classes: chance is 0.1
     assert recs[-1]["monitor/knn_top1"] > recs[0]["monitor/knn_top1"] + 0.05  # learned beyond the random init
@@ -48,8 +61,15 @@ def test_default_run_logs_monitored_knn_and_effective_rank(quiet):
 
 
 def test_monitor_off_logs_nothing(quiet):
-    res = pretrain({"name": "off", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 1},
-                    "monitor": {"enabled": False}}, quiet)
+    res = pretrain(
+        {
+            "name": "off",
+            "data": {"source": "digits", "limit_train": 256, "batch_size": 64},
+            "trainer": {"max_epochs": 1},
+            "monitor": {"enabled": False},
+        },
+        quiet,
+    )
     assert not any(k.startswith("monitor/") for r in read_metrics(res.run_dir / "metrics.jsonl") for k in r)
 
 
@@ -57,10 +77,22 @@ def test_monitor_off_logs_nothing(quiet):
 @pytest.mark.parametrize("stop_gradient", [True, False])
 def test_simsiam_without_stop_gradient_collapses_and_the_monitor_says_when(quiet, caplog, stop_gradient):
     # float32 and a constant lr: the same steps on every CPU, whatever the epoch count
-    recipe = {"name": "collapse", "seed": 1, "data": {"source": "digits", "batch_size": 64}, "augment": {"preset": "digits"},
-              "method": {"name": "simsiam", "stop_gradient": stop_gradient, "proj_hidden_dim": 64, "proj_out_dim": 64, "pred_hidden_dim": 16},
-              "backbone": {"name": "cnn_tiny"}, "trainer": {"max_epochs": 6, "precision": "32-true"},
-              "optim": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "constant"}}
+    recipe = {
+        "name": "collapse",
+        "seed": 1,
+        "data": {"source": "digits", "batch_size": 64},
+        "augment": {"preset": "digits"},
+        "method": {
+            "name": "simsiam",
+            "stop_gradient": stop_gradient,
+            "proj_hidden_dim": 64,
+            "proj_out_dim": 64,
+            "pred_hidden_dim": 16,
+        },
+        "backbone": {"name": "cnn_tiny"},
+        "trainer": {"max_epochs": 6, "precision": "32-true"},
+        "optim": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 0.0, "schedule": "constant"},
+    }
     with caplog.at_level(logging.WARNING, logger="ssl_transfer"):
         res = pretrain(recipe, quiet)
     recs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "monitor/proj_std_ratio" in r and r["epoch"] >= 0]
@@ -68,7 +100,9 @@ def test_simsiam_without_stop_gradient_collapses_and_the_monitor_says_when(quiet
     warned = [m for m in caplog.messages if "has collapsed" in m]
     collapsed = [r["monitor/proj_std_ratio"] < 0.05 or r["monitor/proj_effective_rank"] < 1.5 for r in recs]
     if stop_gradient:  # the same run with its stop-gradient keeps a spread projection: no warning
-        assert not warned and not any(collapsed), [(r["monitor/proj_std_ratio"], r["monitor/proj_effective_rank"]) for r in recs]
+        assert not warned and not any(collapsed), [
+            (r["monitor/proj_std_ratio"], r["monitor/proj_effective_rank"]) for r in recs
+        ]
         return
     assert len(warned) == 1, caplog.messages  # once, naming the first collapsed epoch
     epoch = int(warned[0].split(":")[0].split()[-1])

@@ -62,7 +62,11 @@ def _assert_last_checkpoint_good(run_dir: Path) -> None:
 
 
 def test_nan_loss_stops_the_run_naming_the_step(tmp_path: Path, quiet, nan_loss_at_step):
-    with pytest.raises(NonFiniteError, match=rf"non-finite loss \(nan\) at step {BAD_STEP} \(epoch 1, batch 2\).*last good checkpoint .*last.ckpt \(step 5\)") as e:
+    with pytest.raises(
+        NonFiniteError,
+        match=rf"non-finite loss \(nan\) at step {BAD_STEP} \(epoch 1, batch 2\).*last good checkpoint .*last.ckpt "
+        r"\(step 5\)",
+    ) as e:
         pretrain(RECIPE, quiet)
     assert e.value.step == BAD_STEP
     _assert_last_checkpoint_good(tmp_path / "runs" / "nf")
@@ -81,7 +85,9 @@ def test_cli_prints_one_line_and_exits_3(tmp_path: Path, quiet, nan_loss_at_step
     recipe.write_text(yaml.safe_dump(RECIPE))
     assert main(["pretrain", str(recipe), *quiet]) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("ssl-transfer: training stopped: non-finite loss (nan) at step 7") and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(
+        "ssl-transfer: training stopped: non-finite loss (nan) at step 7"
+    ) and "Traceback" not in "\n".join(err)
 
 
 def test_check_can_be_switched_off(tmp_path: Path, quiet, nan_grad_at_step):

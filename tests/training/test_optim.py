@@ -42,8 +42,12 @@ def test_lr_scales_linearly_with_the_global_batch(quiet):
     from ssl_transfer.train import pretrain
     from ssl_transfer.training.metrics_log import read_metrics
 
-    base = {"name": "lr", "data": {"source": "digits", "limit_train": 256, "batch_size": 64}, "trainer": {"max_epochs": 1},
-            "optim": {"optimizer": "sgd", "lr": 0.06, "lr_batch_size": 128, "schedule": "constant"}}
+    base = {
+        "name": "lr",
+        "data": {"source": "digits", "limit_train": 256, "batch_size": 64},
+        "trainer": {"max_epochs": 1},
+        "optim": {"optimizer": "sgd", "lr": 0.06, "lr_batch_size": 128, "schedule": "constant"},
+    }
     res = pretrain(base, quiet)
     lrs = [r["train/lr"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/lr" in r]
     assert lrs and all(abs(lr - 0.03) < 1e-8 for lr in lrs)  # 0.06 x 64 / 128 (logged in float32)
@@ -68,7 +72,12 @@ def test_fixed_lr_modules_keep_the_base_lr_while_the_rest_decays():
         sched.step()
     assert all(g["lr"] == pytest.approx(0.1) for g in fixed)
     assert all(g["lr"] < 0.01 for g in opt.param_groups if not g["fixed_lr"])
-    plain = build_optimizer(build_method(METHODS.get("simsiam").config_cls(fix_predictor_lr=False), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8)), cfg)
+    plain = build_optimizer(
+        build_method(
+            METHODS.get("simsiam").config_cls(fix_predictor_lr=False), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8)
+        ),
+        cfg,
+    )
     assert not any(g["fixed_lr"] for g in plain.param_groups)
 
 
@@ -115,17 +124,24 @@ def test_finetune_schedule_follows_the_same_rule(caplog):
     from ssl_transfer.evaluation.finetune import finetune
 
     g = torch.Generator().manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(64) % 2)
+    data = torch.utils.data.TensorDataset(
+        torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, generator=g), torch.arange(64) % 2
+    )
     enc = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
     with caplog.at_level("WARNING", logger="ssl_transfer"):
         res = finetune(enc, 8, data, data, lambda x: x, 2, epochs=2, warmup_epochs=5, batch_size=32, min_steps=4)
     assert res["steps"] == 4
-    assert any("eval.finetune.warmup_epochs=5" in r.getMessage() and "first half (2 steps)" in r.getMessage() for r in caplog.records)
+    assert any(
+        "eval.finetune.warmup_epochs=5" in r.getMessage() and "first half (2 steps)" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_lars_trust_coefficient_from_the_recipe_and_norms_not_adapted():
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8))
-    opt = build_optimizer(model, OptimConfig(optimizer="lars", lr=1.0, momentum=0.0, weight_decay=1e-4, trust_coefficient=0.02))
+    opt = build_optimizer(
+        model, OptimConfig(optimizer="lars", lr=1.0, momentum=0.0, weight_decay=1e-4, trust_coefficient=0.02)
+    )
     assert {g["trust_coefficient"] for g in opt.param_groups} == {0.02}
     w = model[0].weight
     before = w.detach().clone()

@@ -37,7 +37,9 @@ def _losses(run: Path) -> list[float]:
 
 
 def _run(tmp: Path, name: str, quiet: list[str], *extra: str) -> Path:
-    return pretrain(RECIPE, [*quiet, f"output_dir={tmp}", f"name={name}", "trainer.log_every_n_steps=1", *extra]).run_dir
+    return pretrain(
+        RECIPE, [*quiet, f"output_dir={tmp}", f"name={name}", "trainer.log_every_n_steps=1", *extra]
+    ).run_dir
 
 
 def _assert_same_embeddings(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -54,7 +56,10 @@ def test_auto_precision_follows_the_device(monkeypatch):
     monkeypatch.setattr(performance, "cpu_has_native_bf16", lambda: False)
     assert performance.auto_precision("cpu") == "32-true"
     assert resolve_device(load_recipe({"trainer": {"accelerator": "cpu"}}).trainer) == ("cpu", "32-true")
-    assert resolve_device(load_recipe({"trainer": {"accelerator": "cpu", "precision": "bf16-mixed"}}).trainer) == ("cpu", "bf16-mixed")
+    assert resolve_device(load_recipe({"trainer": {"accelerator": "cpu", "precision": "bf16-mixed"}}).trainer) == (
+        "cpu",
+        "bf16-mixed",
+    )
 
 
 def _bf16_weight_grad_is_right(conv: nn.Module, x: torch.Tensor, reps: int = 3) -> bool:
@@ -77,12 +82,20 @@ def test_cpu_bf16_hazards_flag_every_convolution_whose_bf16_weight_gradient_is_w
     transposed convolutions."""
     torch.manual_seed(0)
     passed = 0
-    for k, s, p, w, transposed in [(k, s, p, w, t) for k in (2, 3, 5) for s in (1, 2, 3) for p in range(k // 2 + 1) for w in (1, 2, 3, 5) for t in (False, True)]:
+    cases = [
+        (k_, s_, p_, w_, t_)
+        for k_ in (2, 3, 5)
+        for s_ in (1, 2, 3)
+        for p_ in range(k_ // 2 + 1)
+        for w_ in (1, 2, 3, 5)
+        for t_ in (False, True)
+    ]
+    for k, s, p, w, transposed in cases:
         if not transposed and w + 2 * p < k or transposed and (w - 1) * s - 2 * p + k < 1:
             continue
         conv = (nn.ConvTranspose2d if transposed else nn.Conv2d)(16, 16, k, s, p, bias=False)
         x = torch.randn(8, 16, 6, w)
-        hazards = performance.cpu_bf16_hazards(conv, lambda m: m(x))
+        hazards = performance.cpu_bf16_hazards(conv, lambda m, x=x: m(x))
         wide = conv(x).shape[-1] if transposed else w
         assert bool(hazards) == (p > 0 and wide < s), (k, s, p, w, transposed, hazards)
         if not hazards:
@@ -92,10 +105,14 @@ def test_cpu_bf16_hazards_flag_every_convolution_whose_bf16_weight_gradient_is_w
     frozen = nn.Conv2d(4, 4, 3, 2, 1).requires_grad_(False)  # no weight gradient, nothing to get wrong
     assert performance.cpu_bf16_hazards(frozen, lambda m: m(torch.randn(2, 4, 1, 1))) == []
     named = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 8, 3, 2, 1))
-    assert performance.cpu_bf16_hazards(named, lambda m: m(torch.randn(2, 3, 2, 2))) == ["1 (input 1 px, stride 2, padding 1)"]
+    assert performance.cpu_bf16_hazards(named, lambda m: m(torch.randn(2, 3, 2, 2))) == [
+        "1 (input 1 px, stride 2, padding 1)"
+    ]
 
 
-def test_auto_precision_falls_back_to_float32_where_cpu_bf16_is_wrong(monkeypatch, tmp_path: Path, quiet, tiny_npz: Path, caplog):
+def test_auto_precision_falls_back_to_float32_where_cpu_bf16_is_wrong(
+    monkeypatch, tmp_path: Path, quiet, tiny_npz: Path, caplog
+):
     """A timm ResNet at 16 px (1-pixel input to layer 4's strided conv) trains in float32 under ``auto`` and is
     refused under an explicit bf16-mixed; a small CNN keeps bf16. The random streams are not disturbed."""
     monkeypatch.setattr(performance, "cpu_has_native_bf16", lambda: True)
@@ -106,16 +123,36 @@ def test_auto_precision_falls_back_to_float32_where_cpu_bf16_is_wrong(monkeypatc
             seen.append(str(trainer.precision))
 
     data = {"source": "npz", "path": str(tiny_npz), "batch_size": 50, "image_size": 16, "channels": 3}
-    resnet = {"name": "r", "data": data, "backbone": {"name": "resnet18"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1}}
+    resnet = {
+        "name": "r",
+        "data": data,
+        "backbone": {"name": "resnet18"},
+        "method": {"name": "simclr"},
+        "trainer": {"max_epochs": 1},
+    }
     with caplog.at_level("WARNING", logger="ssl_transfer"):
         res = pretrain(resnet, [*quiet, f"output_dir={tmp_path}"], callbacks=[Precision()])
-    assert seen == ["32-true"] and res.precision == "32-true" and "float32 instead of bf16" in caplog.text and "layer4.0.conv1" in caplog.text
-    with pytest.raises(UserError, match=r"trainer.precision=bf16-mixed on CPU: oneDNN's bf16 weight gradients are wrong for encoder.model.layer4.0.conv1"):
+    assert (
+        seen == ["32-true"]
+        and res.precision == "32-true"
+        and "float32 instead of bf16" in caplog.text
+        and "layer4.0.conv1" in caplog.text
+    )
+    with pytest.raises(
+        UserError,
+        match=r"trainer.precision=bf16-mixed on CPU: oneDNN's bf16 weight gradients are wrong for "
+        r"encoder.model.layer4.0.conv1",
+    ):
         pretrain(resnet, [*quiet, f"output_dir={tmp_path}", "name=r2", "trainer.precision=bf16-mixed"])
-    small = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small", "trainer.max_epochs=1"], callbacks=[Precision()])
+    small = pretrain(
+        RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small", "trainer.max_epochs=1"], callbacks=[Precision()]
+    )
     assert seen[-1] == "bf16-mixed" and small.precision == "bf16-mixed"
     a = small.run_dir
-    b = pretrain(RECIPE, [*quiet, f"output_dir={tmp_path}", "name=small2", "trainer.max_epochs=1", "trainer.precision=bf16-mixed"]).run_dir
+    b = pretrain(
+        RECIPE,
+        [*quiet, f"output_dir={tmp_path}", "name=small2", "trainer.max_epochs=1", "trainer.precision=bf16-mixed"],
+    ).run_dir
     assert _losses(a) == _losses(b)  # the probe's forward pass used no random numbers of the run
 
 
@@ -168,7 +205,9 @@ def test_bf16_run_tracks_the_float32_run(tmp_path: Path, quiet):
 
 def test_views_go_through_one_pass_each_unless_joint():
     torch.manual_seed(0)
-    method = build_method(load_recipe({"method": {"name": "simclr"}}).method, build_backbone("cnn_tiny", (1, 16, 16)), (1, 16, 16))
+    method = build_method(
+        load_recipe({"method": {"name": "simclr"}}).method, build_backbone("cnn_tiny", (1, 16, 16)), (1, 16, 16)
+    )
     views = [torch.randn(8, 1, 16, 16), torch.randn(8, 1, 16, 16) + 3.0]
     fn = lambda x: method.encoder(x)  # noqa: E731 (BatchNorm in train mode: batch statistics)
     per_view = method.forward_views(fn, views)
@@ -180,7 +219,9 @@ def test_views_go_through_one_pass_each_unless_joint():
 
 
 def test_recipe_speed_fields(quiet):
-    r = load_recipe({"trainer": {"compile": True, "channels_last": False, "joint_views": True}, "data": {"num_workers": "auto"}})
+    r = load_recipe(
+        {"trainer": {"compile": True, "channels_last": False, "joint_views": True}, "data": {"num_workers": "auto"}}
+    )
     assert r.trainer.compile and not r.trainer.channels_last and r.trainer.joint_views and r.data.num_workers == "auto"
     with pytest.raises(RecipeError, match="data.num_workers"):
         load_recipe({"data": {"num_workers": -1}})

@@ -37,7 +37,12 @@ def _run(tmp: Path, method: str, name: str, quiet: list[str]) -> list[str]:
 
 def _final_state(run_dir: Path) -> dict:
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    return {"state_dict": ckpt["state_dict"], "optimizer": ckpt["optimizer_states"], "scheduler": ckpt["lr_schedulers"], "step": ckpt["global_step"]}
+    return {
+        "state_dict": ckpt["state_dict"],
+        "optimizer": ckpt["optimizer_states"],
+        "scheduler": ckpt["lr_schedulers"],
+        "step": ckpt["global_step"],
+    }
 
 
 def assert_bit_identical(a: object, b: object, path: str = "") -> None:
@@ -96,11 +101,20 @@ def _poll_checkpoint_step(path: Path) -> int:
 @pytest.mark.slow
 def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Path, quiet):
     """A real `ssl-transfer pretrain` process is killed with SIGKILL mid-epoch and resumed with --resume."""
-    args = [f"{k}={v}" for k, v in {
-        "data.source": "digits", "data.batch_size": 32, "backbone.name": "cnn_tiny", "augment.preset": "digits",
-        "method.name": "moco", "trainer.max_epochs": 4, "trainer.deterministic": "true", "trainer.checkpoint_every_n_steps": 3,
-        "logging.plots": "false",
-    }.items()]  # 1437 // 32 = 44 steps an epoch, 176 in all
+    args = [
+        f"{k}={v}"
+        for k, v in {
+            "data.source": "digits",
+            "data.batch_size": 32,
+            "backbone.name": "cnn_tiny",
+            "augment.preset": "digits",
+            "method.name": "moco",
+            "trainer.max_epochs": 4,
+            "trainer.deterministic": "true",
+            "trainer.checkpoint_every_n_steps": 3,
+            "logging.plots": "false",
+        }.items()
+    ]  # 1437 // 32 = 44 steps an epoch, 176 in all
     common = [*args, *quiet]
     cmd = [sys.executable, "-m", "ssl_transfer", "pretrain", "quickstart"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -117,10 +131,14 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
             break
         time.sleep(0.05)
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    )
     assert 0 < _poll_checkpoint_step(ckpt) < 176, killed_at
 
-    resumed = subprocess.run([*cmd[:-1], str(ckpt.parents[1]), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*cmd[:-1], str(ckpt.parents[1]), "--resume"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full = subprocess.run([*cmd, *common, "name=full"], env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-2000:]

@@ -15,11 +15,20 @@ import pytest
 
 from tests.training.test_resume import _final_state, _poll_checkpoint_step, assert_bit_identical
 
-ARGS = [f"{k}={v}" for k, v in {
-    "data.source": "digits", "data.batch_size": 32, "backbone.name": "cnn_tiny", "augment.preset": "digits",
-    "method.name": "moco", "trainer.max_epochs": 3, "trainer.deterministic": "true", "logging.plots": "false",
-    "trainer.checkpoint_every_minutes": "null",
-}.items()]  # 1437 // 32 = 44 steps an epoch, 132 in all; last.ckpt only at epoch ends (and on the signal)
+ARGS = [
+    f"{k}={v}"
+    for k, v in {
+        "data.source": "digits",
+        "data.batch_size": 32,
+        "backbone.name": "cnn_tiny",
+        "augment.preset": "digits",
+        "method.name": "moco",
+        "trainer.max_epochs": 3,
+        "trainer.deterministic": "true",
+        "logging.plots": "false",
+        "trainer.checkpoint_every_minutes": "null",
+    }.items()
+]  # 1437 // 32 = 44 steps an epoch, 132 in all; last.ckpt only at epoch ends (and on the signal)
 STEPS_PER_EPOCH, TOTAL = 44, 132
 
 
@@ -29,7 +38,9 @@ def test_signal_stops_with_a_checkpoint_and_exit_status_then_resumes_bit_exact(t
     cmd = [sys.executable, "-m", "ssl_transfer", "pretrain", "quickstart", *ARGS, *quiet]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ckpt = tmp_path / "runs" / "stopped" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([*cmd, "name=stopped"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*cmd, "name=stopped"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and _poll_checkpoint_step(ckpt) < STEPS_PER_EPOCH:
         time.sleep(0.05)
@@ -45,7 +56,9 @@ def test_signal_stops_with_a_checkpoint_and_exit_status_then_resumes_bit_exact(t
     assert _poll_checkpoint_step(ckpt) == stopped_at  # written at the stop, not only at the epoch end
     assert not (ckpt.parents[1] / "encoder.safetensors").exists()  # no encoder from a half-trained run
 
-    resumed = subprocess.run([*cmd[:4], str(ckpt.parents[1]), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*cmd[:4], str(ckpt.parents[1]), "--resume"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     full = subprocess.run([*cmd, "name=full"], env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-2000:]
