@@ -14,6 +14,7 @@ import copy
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -125,11 +126,10 @@ def accuracy(
     return {"top1": hits1 / total, "top5": hits5 / total}
 
 
-def finetune(
+def train_classifier(
     encoder: nn.Module,
     embed_dim: int,
     train_set: Dataset,
-    test_set: Dataset,
     preprocess: Callable[[Tensor], Tensor],
     num_classes: int,
     strategy: str = "full",
@@ -143,17 +143,10 @@ def finetune(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-) -> dict:
-    """Train a copy of ``encoder`` + a linear head on ``train_set`` with ``strategy``; test accuracy and setup.
-
-    The budget is ``epochs`` passes or ``min_steps`` optimizer steps, whichever is more (tiny label budgets
-    would otherwise get a handful of steps). The lr warms up linearly for ``warmup_epochs`` (the pretraining
-    rule of :func:`~ssl_transfer.training.optim.warmup_steps`: warned about at half the run, cut to half when as
-    long as the run), then follows a cosine to 0.
-
-    ``preprocess`` maps float images in [0, 1] (B, C, H, W) to the encoder's input. ``strategy="scratch"``
-    re-initialises the encoder first and trains everything. The caller's encoder is never modified.
-    """
+) -> tuple[Classifier, dict]:
+    """The training half of :func:`finetune`: a copy of ``encoder`` + a linear head trained on ``train_set`` with
+    ``strategy``. Returns the trained :class:`Classifier` and a dict of its setup (strategy, frozen blocks, lr
+    groups, steps, final train loss). The caller's encoder is never modified."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     enc = reinitialized(encoder, seed) if strategy == "scratch" else copy.deepcopy(encoder)
@@ -187,14 +180,37 @@ def finetune(
             step += 1
             if step >= total:
                 break
-    return {
-        **accuracy(model, test_set, preprocess, device),
-        **info,
-        "steps": total,
-        "lr": lr,
-        "final_train_loss": last_loss,
-        "n_train": len(train_set),
-    }
+    return model, {**info, "steps": total, "lr": lr, "final_train_loss": last_loss, "n_train": len(train_set)}
+
+
+def finetune(
+    encoder: nn.Module,
+    embed_dim: int,
+    train_set: Dataset,
+    test_set: Dataset,
+    preprocess: Callable[[Tensor], Tensor],
+    num_classes: int,
+    strategy: str = "full",
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> dict:
+    """Train a copy of ``encoder`` + a linear head on ``train_set`` with ``strategy`` (see
+    :func:`train_classifier` for ``options``: epochs, lr, weight_decay, layer_decay, warmup_epochs, batch_size,
+    min_steps, augment, seed); test accuracy and setup.
+
+    The budget is ``epochs`` passes or ``min_steps`` optimizer steps, whichever is more (tiny label budgets
+    would otherwise get a handful of steps). The lr warms up linearly for ``warmup_epochs`` (the pretraining
+    rule of :func:`~ssl_transfer.training.optim.warmup_steps`: warned about at half the run, cut to half when as
+    long as the run), then follows a cosine to 0.
+
+    ``preprocess`` maps float images in [0, 1] (B, C, H, W) to the encoder's input. ``strategy="scratch"``
+    re-initialises the encoder first and trains everything. The caller's encoder is never modified.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, info = train_classifier(
+        encoder, embed_dim, train_set, preprocess, num_classes, strategy, device=device, **options
+    )
+    return {**accuracy(model, test_set, preprocess, device), **info}
 
 
 def _shape(ds: Dataset) -> tuple[int, tuple[int, int]]:

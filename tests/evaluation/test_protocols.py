@@ -14,7 +14,7 @@ from ssl_transfer.data.datasets import ArrayDataset
 from ssl_transfer.evaluation.blocks import encoder_blocks
 from ssl_transfer.evaluation.encoders import wrap_module
 from ssl_transfer.evaluation.features import FeatureCache, extract_features
-from ssl_transfer.evaluation.finetune import Classifier, finetune, setup_strategy
+from ssl_transfer.evaluation.finetune import Classifier, finetune, setup_strategy, train_classifier
 from ssl_transfer.evaluation.linear import linear_probe
 from ssl_transfer.evaluation.protocol import evaluate
 from ssl_transfer.evaluation.subsets import per_class_subset, stratified_split
@@ -62,28 +62,25 @@ def test_freezing_really_freezes(strategy, frozen):
     before = state(enc)
     finetune(enc, enc.embed_dim, ds, ds, lambda x: (x - 0.3) / 0.37, 10, strategy=strategy, epochs=1, min_steps=5)
     assert all(torch.equal(before[k], enc.state_dict()[k]) for k in before), "the caller's encoder is never modified"
-    # inside the fine-tuning copy: frozen blocks (weights and BN buffers) bit-identical, the rest moved
-    copy_model = Classifier(trained_bn_encoder(), enc.embed_dim, 10)
-    opt, _ = setup_strategy(copy_model, strategy, 1e-2, 0.0)
-    blocks = encoder_blocks(copy_model.encoder)
-    snap = state(copy_model.encoder)
-    from ssl_transfer.evaluation.finetune import _freeze_batchnorm_of_frozen
-
-    x, y = (ds.images[:64].float() / 255 - 0.3) / 0.37, ds.labels[:64]
-    for _ in range(3):
-        copy_model.train()
-        if strategy == "head":
-            copy_model.encoder.eval()
-        _freeze_batchnorm_of_frozen(copy_model)
-        loss = nn.functional.cross_entropy(copy_model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    now = copy_model.encoder.state_dict()
-    for i, _block in enumerate(blocks):
+    # inside finetune()'s own training (the copy it trains): frozen blocks (weights and BN buffers)
+    # bit-identical to the encoder, the rest moved
+    model, _ = train_classifier(
+        enc,
+        enc.embed_dim,
+        ds,
+        lambda x: (x - 0.3) / 0.37,
+        10,
+        strategy=strategy,
+        lr=1e-2,
+        epochs=1,
+        min_steps=3,
+        weight_decay=0.0,
+    )
+    now = model.encoder.state_dict()
+    for i in range(len(encoder_blocks(enc))):
         prefix = f"stages.{i}."
         keys = [k for k in now if k.startswith(prefix)]
-        same = all(torch.equal(snap[k], now[k]) for k in keys)
+        same = all(torch.equal(before[k], now[k]) for k in keys)
         assert same == (i < frozen), f"block {i} (frozen={i < frozen}) changed={not same}"
 
 
