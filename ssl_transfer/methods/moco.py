@@ -5,11 +5,19 @@ and restored on resume. The loss is symmetrised over the two views by default (a
 solo-learn's ``mocov2plus``; the paper uses one direction): both directions are scored against the same queue
 state, and the step's keys are enqueued once, after both (an enqueue between the two directions would put each
 query's own positive key among its negatives). Departures: momentum 0.99 and queue 4096 suit short runs on small
-data (paper: 0.999 and 65536); no shuffle-BN (the batch is not split across ranks for BN).
+data (paper: 0.999 and 65536).
+
+Shuffle-BN on one device, as in the MoCo authors' CIFAR-10 demo (``SplitBatchNorm``, 8 splits): the paper shuffles
+the key batch across GPUs so that a query and its positive key never share BatchNorm statistics; without it the
+network can tell the positive (same batch statistics as the query) from the queue's negatives (other batches) and
+learns less. Here each rank runs its queries in ``bn_splits`` sub-batches (each with its own statistics) and its keys
+in as many sub-batches of a shuffled batch, which gives the same statistics as split BatchNorm layers without
+changing the backbone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -36,6 +44,14 @@ class MoCoConfig(ProjectedConfig):
     symmetric: bool = Field(
         True, description="both views as queries (keys enqueued once per step); false: the paper's one direction"
     )
+    bn_splits: Annotated[int, Field(ge=1)] = Field(
+        8,
+        description="shuffle-BN on one device: queries in this many sub-batches (own BatchNorm statistics each), keys "
+        "in as many sub-batches of a shuffled batch; at least 16 images per sub-batch; 1 = off",
+    )
+
+
+MIN_SPLIT = 16  # images per BatchNorm sub-batch at least (the authors' demo: 64 of a 512 batch)
 
 
 def queue_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
@@ -94,15 +110,30 @@ class MoCo(PretextMethod):
     def key(self, x: Tensor) -> Tensor:
         return self.projection_head_momentum(self.encoder_momentum(x))
 
+    def in_splits(self, fn: Callable[[Tensor], Tensor], x: Tensor, shuffle: bool) -> Tensor:
+        """``fn`` over ``x`` (B, C, H, W) in ``bn_splits`` sub-batches (each its own BatchNorm statistics), of a
+        shuffled batch when ``shuffle``; rows come back in ``x``'s order: (B, D)."""
+        n = min(self.cfg.bn_splits, len(x) // MIN_SPLIT)
+        if n <= 1:
+            return fn(x)
+        if not shuffle:
+            return torch.cat([fn(c) for c in x.chunk(n)])
+        perm = torch.randperm(len(x), device=x.device)
+        return torch.cat([fn(c) for c in x[perm].chunk(n)])[torch.argsort(perm)]
+
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         x0, x1 = views
         if not self.cfg.symmetric:
-            k1 = self.key(x1)
-            loss = in_fp32(self.criterion, self.query(x0), k1)
+            k1 = self.in_splits(self.key, x1, shuffle=True)
+            loss = in_fp32(self.criterion, self.in_splits(self.query, x0, shuffle=False), k1)
             keys = k1
+        elif self.cfg.bn_splits > 1 and len(x0) >= 2 * MIN_SPLIT:
+            q0, q1 = (self.in_splits(self.query, v, shuffle=False) for v in views)
+            k0, k1 = (self.in_splits(self.key, v, shuffle=True) for v in views)
         else:
             q0, q1 = self.forward_views(self.query, views)
             k0, k1 = self.forward_views(self.key, views)
+        if self.cfg.symmetric:
             loss = 0.5 * (in_fp32(self.criterion, q0, k1) + in_fp32(self.criterion, q1, k0))
             keys = torch.cat([k1, k0])
         if self.training:

@@ -70,3 +70,24 @@ def test_queue_is_in_the_state_dict():
     sd = m.state_dict()
     assert torch.equal(sd["criterion.memory_bank.bank"], m.queue)
     assert int(sd["criterion.memory_bank.bank_ptr"]) == 16
+
+
+def test_shuffle_bn_a_query_and_its_key_never_share_batch_statistics():
+    """bn_splits: queries in sub-batches with their own BatchNorm statistics, keys in sub-batches of a shuffled
+    batch (the authors' single-GPU shuffle-BN), rows returned in input order."""
+    torch.manual_seed(0)
+    cfg = METHODS.get("moco").config_cls(queue_size=256, bn_splits=4)
+    m = build_method(cfg, build_backbone("cnn_tiny", SHAPE), SHAPE)
+    x = torch.randn(64, *SHAPE)
+    q = m.in_splits(m.query, x, shuffle=False)
+    torch.testing.assert_close(q[16:32], m.query(x[16:32]))  # its own sub-batch's statistics
+    assert not torch.allclose(q[16:32], m.query(x)[16:32], atol=1e-4)  # not the whole batch's
+    torch.manual_seed(1)
+    k = m.in_splits(m.key, x, shuffle=True)
+    torch.manual_seed(1)
+    perm = torch.randperm(64)
+    first = perm[:16]  # the images whose keys shared the first sub-batch
+    torch.testing.assert_close(k[first], m.key(x[first]))
+    assert len(set(first.tolist()) & set(range(16))) < 16  # not the queries' sub-batch
+    loss = m.training_step([x, torch.randn(64, *SHAPE)])["loss"]
+    assert torch.isfinite(loss) and int(m.criterion.memory_bank.bank_ptr) == 128
