@@ -79,7 +79,7 @@ class Autoencoder(PretextMethod):
 
     def __init__(self, cfg: AEConfig, encoder: nn.Module, input_shape: tuple[int, int, int], *args, **kwargs) -> None:
         super().__init__(cfg, encoder, input_shape, *args, **kwargs)
-        self.decoder = ConvDecoder(encoder.embed_dim, self.input_shape, cfg.decoder_width)
+        self.decoder = ConvDecoder(self.embed_dim, self.input_shape, cfg.decoder_width)
 
     def corrupt(self, x: Tensor) -> Tensor:
         """The encoder's input; the plain autoencoder sees the clean image."""

@@ -24,6 +24,8 @@ class PretextMethod(nn.Module):
 
     config_cls: ClassVar[type[MethodConfig]]
     num_views: ClassVar[int] = 1
+    pixel_mean: Tensor
+    pixel_std: Tensor
 
     def __init__(
         self,
@@ -36,7 +38,8 @@ class PretextMethod(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.input_shape = tuple(input_shape)
+        self.embed_dim: int = int(encoder.embed_dim)  # type: ignore[arg-type]  # every backbone has embed_dim
+        self.input_shape: tuple[int, int, int] = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
         c = self.input_shape[0]
         # The pixel statistics the views were normalised with (for likelihoods in pixel units).
         self.register_buffer(

@@ -67,8 +67,8 @@ class VAE(PretextMethod):
 
     def __init__(self, cfg: VAEConfig, encoder: nn.Module, *args, **kwargs) -> None:
         super().__init__(cfg, encoder, *args, **kwargs)
-        self.mu_head = nn.Linear(encoder.embed_dim, cfg.latent_dim)
-        self.logvar_head = nn.Linear(encoder.embed_dim, cfg.latent_dim)
+        self.mu_head = nn.Linear(self.embed_dim, cfg.latent_dim)
+        self.logvar_head = nn.Linear(self.embed_dim, cfg.latent_dim)
         self.decoder = ConvDecoder(cfg.latent_dim, self.input_shape, cfg.decoder_width)
 
     def kl_weight(self) -> float:

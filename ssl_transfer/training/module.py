@@ -34,6 +34,11 @@ class PretrainModule(pl.LightningModule):
     gradients, then images are normalised with the dataset's per-channel mean and std.
     """
 
+    method: PretextMethod
+    mean: Tensor
+    std: Tensor
+    plot_images: Tensor
+
     def __init__(
         self,
         method: PretextMethod,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -37,6 +37,7 @@ from ssl_transfer.evaluation.knn import knn_classify
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import MonitorConfig
+    from ssl_transfer.training.module import PretrainModule
 
 log = logging.getLogger("ssl_transfer")
 
@@ -97,12 +98,14 @@ class Monitor(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The baseline before any step (logged as epoch -1 at step 0); not repeated when a run resumes."""
+        module = cast("PretrainModule", pl_module)
         if trainer.is_global_zero and trainer.global_step == 0:
-            self._log(trainer, pl_module, self.measure(trainer, pl_module), epoch=0)
+            self._log(trainer, module, self.measure(trainer, module), epoch=0)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        pl_module = cast("PretrainModule", pl_module)
         epoch = trainer.current_epoch + 1
         metrics = self.measure(
             trainer, pl_module, knn=epoch % self.cfg.every_n_epochs == 0 or epoch == trainer.max_epochs
@@ -113,7 +116,7 @@ class Monitor(pl.Callback):
             self.best_knn = metrics["knn_top1"]
             trainer.save_checkpoint(self.best_path, weights_only=False)
 
-    def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, metrics: dict[str, float], epoch: int) -> None:
+    def _log(self, trainer: pl.Trainer, pl_module: PretrainModule, metrics: dict[str, float], epoch: int) -> None:
         if epoch == 0:  # before training Lightning does not take logs from callbacks: straight to the loggers
             for lg in trainer.loggers:
                 lg.log_metrics({**{f"monitor/{k}": v for k, v in metrics.items()}, "epoch": -1}, step=0)
@@ -122,7 +125,7 @@ class Monitor(pl.Callback):
             pl_module.log(f"monitor/{name}", value, on_step=False, on_epoch=True, rank_zero_only=True)
 
     @torch.no_grad()
-    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, knn: bool = True) -> dict[str, float]:
+    def measure(self, trainer: pl.Trainer, pl_module: PretrainModule, knn: bool = True) -> dict[str, float]:
         """Clean embeddings of the held-out images in eval mode (the run's precision) -> signals and kNN."""
         t0 = time.perf_counter()
         method = pl_module.method
@@ -163,7 +166,7 @@ class Monitor(pl.Callback):
         ]
         return (accs[0] + accs[1]) / 2
 
-    def _embed(self, pl_module: pl.LightningModule, augment: Any, n: int | None = None, batch: int = 512) -> Tensor:
+    def _embed(self, pl_module: PretrainModule, augment: Any, n: int | None = None, batch: int = 512) -> Tensor:
         images = self.val_images[:n] if n else self.val_images
         out = []
         for i in range(0, len(images), batch):
