@@ -79,8 +79,8 @@ def _str_list(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
-def _int_list(text: str, name: str, allow_all: bool = False) -> list:
-    out = []
+def _int_list(text: str, name: str, allow_all: bool = False) -> list[int | None]:
+    out: list[int | None] = []
     for part in text.split(","):
         part = part.strip()
         if allow_all and part == "all":

@@ -284,14 +284,14 @@ class EvalConfig(StrictModel):
     """What `ssl-transfer run` evaluates after pretraining, with the one shared evaluator."""
 
     protocols: list[Literal["knn", "linear", "finetune", "scratch"]] = Field(
-        default_factory=lambda: ["knn", "linear"],
+        ["knn", "linear"],
         description="knn, linear (probe on frozen features), finetune, scratch (same network, random init)",
     )
     data: DataConfig | None = Field(
         None, description="evaluate on other data (cross-dataset transfer); default: the pretraining data"
     )
     labels_per_class: list[Annotated[int, Field(gt=0)] | None] = Field(
-        default_factory=lambda: [None], description="label budgets; null = all labels"
+        [None], description="label budgets; null = all labels"
     )
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: [0], description="one label draw and one training run per seed"
@@ -331,7 +331,7 @@ class ExportConfig(StrictModel):
     """Formats written by `ssl-transfer run` besides the run dir's encoder.safetensors."""
 
     formats: list[Literal["safetensors", "torchscript", "pt2", "onnx", "timm"]] = Field(
-        default_factory=lambda: ["safetensors"],
+        ["safetensors"],
         description="each goes to <run dir>/export/ (timm: a folder), checked against the encoder",
     )
 
@@ -347,10 +347,11 @@ def _methods() -> Any:
 def _method_adapter() -> TypeAdapter:
     """Validator of the ``method`` section: the registered methods' config classes, told apart by ``name``."""
     classes = tuple(_methods().get(n).config_cls for n in _methods())
-    return TypeAdapter(Annotated[Union[classes], Field(discriminator="name")])
+    union: Any = Annotated[Union[classes], Field(discriminator="name")]  # built from the registry at run time
+    return TypeAdapter(union)
 
 
-def _method_tags() -> dict[str, type[BaseModel]]:
+def _method_tags() -> dict[str, type[MethodConfig]]:
     return {n: _methods().get(n).config_cls for n in _methods()}
 
 

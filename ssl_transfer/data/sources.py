@@ -188,8 +188,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[int], list[str] | None]:
             folder = tvd.ImageFolder(str(root), loader=lambda p: p)  # scan only; images are read later
         except FileNotFoundError as e:
             raise DataError(f"image folder {str(root)!r}: {e}") from None
-        files, labels = zip(*folder.samples)
-        return list(files), list(labels), list(folder.classes)
+        return [f for f, _ in folder.samples], [lb for _, lb in folder.samples], list(folder.classes)
     files = list_images(root)
     return files, [-1] * len(files), None
 
