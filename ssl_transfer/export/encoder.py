@@ -42,9 +42,13 @@ class Preprocess(nn.Module):
     Returns float (B, channels, height, width).
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, channels: int, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.channels, self.size = channels, tuple(size)
+        self.channels = channels
+        self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 

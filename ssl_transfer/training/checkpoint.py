@@ -78,7 +78,7 @@ class LastCheckpoint(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         step = trainer.global_step
-        due = bool(self.every_n_steps) and step % self.every_n_steps == 0
+        due = self.every_n_steps is not None and step % self.every_n_steps == 0
         if self.every_minutes and not due and step % self.poll_every_n_steps == 0:
             # every rank must agree to save (it is a collective under DDP): rank 0's clock decides; polled
             # every few steps so that DDP runs do not pay a broadcast per step

@@ -11,7 +11,7 @@ import torch
 
 def rng_state() -> dict[str, Any]:
     """torch (CPU and every CUDA device), numpy and Python ``random`` states."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
