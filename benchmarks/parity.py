@@ -336,6 +336,7 @@ SPECS: dict[str, Spec] = {
             "queue_size": 4096,
             "momentum": 0.996,
             "symmetric": False,
+            "bn_splits": 1,  # lightly's example runs its keys' BatchNorm on the whole batch (no shuffle-BN)
             "proj_hidden_dim": 512,
             "proj_out_dim": 128,
         },

@@ -346,7 +346,7 @@ def _methods() -> Any:
 @functools.cache
 def _method_adapter() -> TypeAdapter:
     """Validator of the ``method`` section: the registered methods' config classes, told apart by ``name``."""
-    classes = tuple(_methods().get(n).config_cls for n in _methods())
+    classes = tuple(_method_tags().values())
     union: Any = Annotated[Union[classes], Field(discriminator="name")]  # built from the registry at run time
     return TypeAdapter(union)
 
@@ -496,22 +496,14 @@ def load_recipe(source: str | Path | dict[str, Any] | None = None, overrides: li
 
 
 def _unwrap(annotation: Any) -> Any:
-    """Strip Annotated/Optional down to a model class, a {tag: model} dict for tagged unions, or None."""
+    """Strip Annotated/Optional down to a model class, or None (the method section's tagged union is
+    :func:`_field_node`'s)."""
     origin = get_origin(annotation)
     if origin is Annotated:
         return _unwrap(get_args(annotation)[0])
     if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        members = [a for a in get_args(annotation) if a is not type(None)]
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(models) > 1:
-            tags = {}
-            for m in models:
-                (tag,) = get_args(m.model_fields["name"].annotation)
-                tags[tag] = m
-            return tags
-        if len(models) == 1:
-            return models[0]
-        return None
+        models = [m for m in get_args(annotation) if isinstance(m, type) and issubclass(m, BaseModel)]
+        return models[0] if len(models) == 1 else None
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None

@@ -148,7 +148,8 @@ def linear_probe(
     if l2s is None or max_iter is None:
         from ssl_transfer.recipe import LinearConfig  # the defaults live in the recipe schema
 
-        l2s, max_iter = l2s or LinearConfig().l2, max_iter or LinearConfig().max_iter
+        defaults = LinearConfig()
+        l2s, max_iter = l2s or defaults.l2, max_iter or defaults.max_iter
     t0 = time.perf_counter()
     keep = train_labels >= 0
     x, y = train_features[keep].float(), train_labels[keep].long()

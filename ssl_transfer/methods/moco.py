@@ -33,6 +33,8 @@ from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, m
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME
 
+MIN_SPLIT = 16  # images per BatchNorm sub-batch at least (the authors' demo: 64 of a 512 batch)
+
 
 class MoCoConfig(ProjectedConfig):
     name: Literal["moco"] = Field("moco", description=METHOD_NAME)
@@ -47,11 +49,8 @@ class MoCoConfig(ProjectedConfig):
     bn_splits: Annotated[int, Field(ge=1)] = Field(
         8,
         description="shuffle-BN on one device: queries in this many sub-batches (own BatchNorm statistics each), keys "
-        "in as many sub-batches of a shuffled batch; at least 16 images per sub-batch; 1 = off",
+        f"in as many sub-batches of a shuffled batch; at least {MIN_SPLIT} images per sub-batch; 1 = off",
     )
-
-
-MIN_SPLIT = 16  # images per BatchNorm sub-batch at least (the authors' demo: 64 of a 512 batch)
 
 
 def queue_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
@@ -110,10 +109,14 @@ class MoCo(PretextMethod):
     def key(self, x: Tensor) -> Tensor:
         return self.projection_head_momentum(self.encoder_momentum(x))
 
+    def bn_splits_for(self, batch: int) -> int:
+        """Sub-batches a batch of ``batch`` images runs in: ``bn_splits``, fewer when they would be too small."""
+        return min(self.cfg.bn_splits, batch // MIN_SPLIT)
+
     def in_splits(self, fn: Callable[[Tensor], Tensor], x: Tensor, shuffle: bool) -> Tensor:
         """``fn`` over ``x`` (B, C, H, W) in ``bn_splits`` sub-batches (each its own BatchNorm statistics), of a
         shuffled batch when ``shuffle``; rows come back in ``x``'s order: (B, D)."""
-        n = min(self.cfg.bn_splits, len(x) // MIN_SPLIT)
+        n = self.bn_splits_for(len(x))
         if n <= 1:
             return fn(x)
         if not shuffle:
@@ -127,7 +130,7 @@ class MoCo(PretextMethod):
             k1 = self.in_splits(self.key, x1, shuffle=True)
             loss = in_fp32(self.criterion, self.in_splits(self.query, x0, shuffle=False), k1)
             keys = k1
-        elif self.cfg.bn_splits > 1 and len(x0) >= 2 * MIN_SPLIT:
+        elif self.bn_splits_for(len(x0)) > 1:
             q0, q1 = (self.in_splits(self.query, v, shuffle=False) for v in views)
             k0, k1 = (self.in_splits(self.key, v, shuffle=True) for v in views)
         else:
