@@ -39,8 +39,9 @@ __all__ = list(_API)
 def _register_with_timm() -> None:
     try:
         import ssl_transfer.timm_models  # noqa: F401  (timm.create_model("cnn_tiny", ...) for exported small CNNs)
-    except ImportError:  # timm missing: the rest of the package reports it where it is needed
-        pass
+    except ModuleNotFoundError as e:  # torch or timm missing: the package reports it where it is needed
+        if e.name not in ("torch", "timm"):
+            raise
 
 
 class _AfterTimmImport:

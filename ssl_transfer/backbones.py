@@ -85,9 +85,19 @@ def _timm_names() -> tuple[str, ...]:
     return tuple(timm.list_models())
 
 
+def timm_with_ours() -> Any:
+    """``timm`` with our models (small CNNs, CIFAR ResNets) registered: importing ``ssl_transfer`` registers them
+    when timm is first imported, but a caller that needs them imports them here, so that a failure says why."""
+    import timm
+
+    import ssl_transfer.timm_models  # noqa: F401
+
+    return timm
+
+
 def check_backbone_name(name: str) -> None:
     """Raise ValueError (listing choices) unless ``name`` is a small CNN or a timm model."""
-    import timm
+    timm = timm_with_ours()
 
     if name in SMALL_CNNS or timm.is_model(name):
         return
@@ -107,7 +117,7 @@ def list_backbones() -> list[str]:
 
 
 def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> TimmBackbone:
-    import timm
+    timm = timm_with_ours()
 
     args = dict(num_classes=0, in_chans=in_chans, **kwargs)
     if "img_size" not in kwargs:

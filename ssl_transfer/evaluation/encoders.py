@@ -50,7 +50,9 @@ def wrap_module(
 
 
 def _timm(name: str, size: tuple[int, int]) -> Encoder:
-    import timm
+    from ssl_transfer.backbones import timm_with_ours
+
+    timm = timm_with_ours()
 
     if not timm.is_model(name):
         raise UserError(f"timm has no model {name!r}")
