@@ -80,7 +80,8 @@ def run_reference(method: str, data, epochs: int, seed: int) -> tuple[nn.Module,
     opt = torch.optim.SGD(model.parameters(), lr=0.06 * BATCH / 128, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     norm = {"mean": data.mean, "std": data.std}
-    views = PilViews(data.train.images, SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0, normalize=norm))
+    transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0, normalize=norm)
+    views = PilViews(data.train.images, transform)
     loader = torch.utils.data.DataLoader(
         views,
         batch_size=BATCH,
@@ -132,7 +133,9 @@ def main() -> None:
     ap.add_argument("--only", choices=["ours", "reference"], help="run one side only")
     ap.add_argument("--limit-train", type=int, help="first N training images only (smoke runs)")
     args = ap.parse_args()
-    overrides = cifar10_overrides(args.data_dir) + ([f"data.limit_train={args.limit_train}"] if args.limit_train else [])
+    overrides = cifar10_overrides(args.data_dir)
+    if args.limit_train:
+        overrides.append(f"data.limit_train={args.limit_train}")
     data = build_data(load_recipe(f"protocols/cifar10_{args.method}_resnet18", overrides).data)
     row = {"method": args.method, "epochs": args.epochs, "seed": args.seed, "train_images": len(data.train)}
     row.update(git=git_rev(), machine=machine())
