@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -40,3 +43,19 @@ def test_unknown_and_incompatible_backbones():
         build_backbone("cnn_small", (1, 8, 8), kwargs={"x": 1})
     with pytest.raises(BackboneError, match="cannot take"):
         build_backbone("vit_tiny_patch16_224", (3, 8, 8), kwargs={"img_size": 224})
+
+
+def test_our_timm_models_resolve_without_the_import_hook():
+    # On a GPU image timm was imported without our registration having run (the import hook did not fire there),
+    # so backbone.name=resnet18_cifar failed as unknown; the callers that need our models now import them.
+    code = (
+        "import sys, ssl_transfer\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != '_AfterTimmImport']\n"
+        "import timm\n"
+        "from ssl_transfer.backbones import build_backbone, check_backbone_name\n"
+        "check_backbone_name('resnet18_cifar')\n"
+        "print(build_backbone('resnet18_cifar', (3, 32, 32)).embed_dim)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split() == ["512"]

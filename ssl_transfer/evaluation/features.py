@@ -35,8 +35,9 @@ def extract_features(
     """Features (N, D) float32 on CPU and labels (N,) int64 of every image in ``dataset``.
 
     Images go through ``preprocess`` (uint8 batch -> encoder input), or are normalised with ``mean``/``std``.
-    The encoder is put in eval mode for the pass (BatchNorm uses its running statistics and does not update
-    them) and restored to its previous mode afterwards. On CUDA the forward runs under bf16 autocast.
+    The encoder is moved to ``device`` and put in eval mode for the pass (BatchNorm uses its running statistics
+    and does not update them), and goes back to its device and mode afterwards. On CUDA the forward runs under
+    bf16 autocast.
     """
     if preprocess is None:
         if mean is None or std is None:
@@ -44,7 +45,8 @@ def extract_features(
         preprocess = lambda x: normalize(x, mean, std)  # noqa: E731
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     was_training = encoder.training
-    encoder.eval()
+    home = next((t.device for t in (*encoder.parameters(), *encoder.buffers())), device)
+    encoder.to(device).eval()  # a CPU encoder (load_encoder's default) on a CUDA machine computes on the GPU
     feats, labels = [], []
     try:
         for images, y in make_loader(dataset, batch_size, shuffle=False, drop_last=False, num_workers=num_workers):
@@ -54,7 +56,7 @@ def extract_features(
             feats.append(f.float().cpu())
             labels.append(y)
     finally:
-        encoder.train(was_training)
+        encoder.train(was_training).to(home)
     return torch.cat(feats), torch.cat(labels)
 
 

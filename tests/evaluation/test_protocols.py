@@ -52,6 +52,28 @@ def test_feature_extraction_and_linear_probe_leave_batchnorm_untouched():
     assert res["top1"] > 0.5 and 3 <= len(res["sweep"]) <= 7 and res["l2_range"][0] < res["l2"] < res["l2_range"][1]
 
 
+class MoveSpy(nn.Module):
+    """An encoder that records the devices it is moved to (a CPU machine has one device; the spy stands in)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.moves = inner, []
+
+    def to(self, *args, **kwargs):  # type: ignore[override]
+        self.moves.append(torch.device(args[0] if args else kwargs["device"]))
+        return super().to(*args, **kwargs)
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_feature_extraction_moves_the_encoder_to_its_device_and_back():
+    # load_encoder returns a CPU module; on a CUDA machine the pass ran CUDA images through CPU weights and failed
+    enc = MoveSpy(trained_bn_encoder())
+    extract_features(enc, digits(), [0.3], [0.37], device="cpu")
+    assert enc.moves == [torch.device("cpu"), torch.device("cpu")], "to the compute device, then back home"
+
+
 @pytest.mark.parametrize("strategy,frozen", [("head", 3), ("freeze:2", 2), ("freeze:0", 0)])
 def test_freezing_really_freezes(strategy, frozen):
     enc = trained_bn_encoder()
