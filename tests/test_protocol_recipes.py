@@ -26,6 +26,20 @@ def test_every_method_has_a_protocol_recipe_with_lightlys_settings():
         assert r.name == name.split("/")[1] and r.method.name == name.split("_")[1]
         assert r.backbone.name == "resnet18_cifar" and r.data.batch_size == 512 and r.trainer.max_epochs == 200
         assert (r.eval.knn.k, r.eval.knn.temperature) == (200, 0.1)
+        # lightly's benchmark: its ResNet has no zero-initialised last BN per block, SGD decays every parameter
+        assert r.backbone.kwargs == {"zero_init_last": False}
+        assert r.optim.optimizer != "sgd" or not r.optim.exclude_norm_and_bias
+
+
+def test_zero_init_last_reaches_the_cifar_resnet():
+    from ssl_transfer.backbones import build_backbone
+
+    def last_bn_scales(kwargs):
+        m = build_backbone("resnet18_cifar", (3, 32, 32), kwargs=kwargs)
+        return torch.cat([b.bn2.weight.detach() for b in m.modules() if b.__class__.__name__ == "BasicBlock"])
+
+    assert torch.all(last_bn_scales({}) == 0)  # timm's default
+    assert torch.all(last_bn_scales({"zero_init_last": False}) == 1)
 
 
 @needs_subset
