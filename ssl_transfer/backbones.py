@@ -32,6 +32,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, widths: tuple[int, int, int], in_chans: int = 1) -> None:
         super().__init__()
+        self.widths, self.in_chans = tuple(widths), in_chans
         w1, w2, w3 = widths
         self.stages = nn.Sequential(
             nn.Sequential(*_conv_bn_relu(in_chans, w1), *_conv_bn_relu(w1, w1)),
@@ -63,11 +64,13 @@ SMALL_CNNS.register("cnn_base")(lambda in_chans: SmallCNN((64, 128, 256), in_cha
 class TimmBackbone(nn.Module):
     """A timm model created with ``num_classes=0`` so that ``forward`` returns pooled features (B, num_features)."""
 
+    model: Any  # a timm model: forward_features, num_features, pretrained_cfg, group_matcher
+
     def __init__(self, model: nn.Module, create_args: dict[str, Any] | None = None) -> None:
         """``create_args``: the keyword arguments ``timm.create_model`` was given (recorded for exports)."""
         super().__init__()
         self.model = model
-        self.embed_dim = int(model.num_features)
+        self.embed_dim = int(self.model.num_features)
         self.num_features = self.embed_dim
         self.create_args = dict(create_args or {})
 

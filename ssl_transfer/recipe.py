@@ -384,7 +384,8 @@ class Recipe(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     method: MethodSection = Field(
-        default_factory=lambda: _method_tags()["ae"](), description="the pretext method (name) and its settings"
+        default_factory=lambda: _method_tags()["ae"].model_validate({}),
+        description="the pretext method (name) and its settings",
     )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

@@ -10,7 +10,7 @@ The timm variant has timm's classifier interface (``num_classes``, ``head``, ``r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from timm.models import build_model_with_cfg, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -75,12 +75,13 @@ class CifarResNet(ResNet):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        in_chans, stem_width = self.conv1.in_channels, self.conv1.out_channels
-        self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.maxpool = nn.Identity()
+        stem: Any = self.conv1
+        conv = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        self.add_module("conv1", conv)
+        self.add_module("maxpool", nn.Identity())
         for info in self.feature_info:  # the stem no longer reduces: every stage is 4x finer than ImageNet's
-            info["reduction"] = max(1, info["reduction"] // 4)
+            info["reduction"] = max(1, cast(int, info["reduction"]) // 4)
 
 
 def _resnet_cfg(**kwargs: Any) -> dict[str, Any]:

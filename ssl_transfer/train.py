@@ -13,7 +13,7 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_train_loader
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.data.sampler import GlobalBatchSampler
 from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
 from ssl_transfer.errors import NonFiniteError, Stopped, UserError
 from ssl_transfer.export import default_export_path, encoder_meta, export_encoder, exportable, save_encoder
@@ -75,9 +76,11 @@ def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tupl
     accelerator, precision = resolve_device(cfg)
     if accelerator != "cpu" or precision != "bf16-mixed":
         return precision
-    hazards = cpu_bf16_hazards(
-        method, lambda m: m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)])
-    )
+
+    def step(m: Any) -> Any:
+        return m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)])
+
+    hazards = cpu_bf16_hazards(method, step)
     if not hazards:
         return precision
     why = f"oneDNN's bf16 weight gradients are wrong for {hazards[0]}" + (
@@ -110,7 +113,7 @@ def last_checkpoint(run_dir: Path) -> Path:
 def launch_rank_zero() -> bool:
     """Whether this process is the one that starts a run (DDP workers that Lightning launches are not)."""
     return (
-        rank_zero_only.rank == 0
+        getattr(rank_zero_only, "rank", 0) == 0
         and int(os.environ.get("NODE_RANK", 0)) == 0
         and int(os.environ.get("GROUP_RANK", 0)) == 0
     )
@@ -215,7 +218,7 @@ def build_trainer(
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
-        precision=precision,
+        precision=cast(Any, precision),  # one of TrainerConfig.precision's literals
         gradient_clip_val=t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=bar,
@@ -304,7 +307,7 @@ def pretrain(
         recipe.optim,
         run_dir / "plots" if recipe.logging.plots else None,
         plot_images,
-        sampler=loader.batch_sampler,
+        sampler=loader.batch_sampler if isinstance(loader.batch_sampler, GlobalBatchSampler) else None,
         seed=recipe.seed,
         check_finite=recipe.trainer.stop_on_nonfinite,
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
@@ -331,7 +334,7 @@ def pretrain(
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
     except SystemExit:  # Lightning's SIGTERMException after the step in flight
-        stop = next((c for c in trainer.callbacks if isinstance(c, StopOnSignal)), None)
+        stop = next((c for c in cast(Any, trainer).callbacks if isinstance(c, StopOnSignal)), None)
         if stop is None or stop.signum is None:
             raise
         step = trainer.global_step
@@ -351,7 +354,7 @@ def pretrain(
         meta = encoder_meta(
             recipe.backbone.name,
             recipe.backbone.kwargs,
-            exported.embed_dim,
+            int(cast(Any, exported).embed_dim),
             data.input_shape,
             data.mean,
             data.std,
@@ -383,12 +386,12 @@ def build_monitor(recipe: Recipe, data: DataBundle, run_dir: Path) -> Monitor | 
     idx = torch.linspace(0, len(data.test) - 1, min(cfg.val_samples, len(data.test))).round().long().unique()
     if isinstance(data.test, ArrayDataset):
         images, labels = data.test.images[idx], data.test.labels[idx]
-    else:
+    else:  # a file dataset: decode the chosen images
         images = torch.stack([data.test[int(i)][0] for i in idx])
         labels = torch.as_tensor([data.test.labels[int(i)] for i in idx], dtype=torch.long)
-    labels = labels if bool((labels >= 0).all()) else None
-    best = run_dir / "checkpoints" / "best.ckpt" if cfg.save_best and labels is not None else None
-    return Monitor(cfg, images, labels, recipe.eval.knn.k, recipe.eval.knn.temperature, best)
+    known = labels if bool((labels >= 0).all()) else None  # kNN only when every monitored image is labelled
+    best = run_dir / "checkpoints" / "best.ckpt" if cfg.save_best and known is not None else None
+    return Monitor(cfg, images, known, recipe.eval.knn.k, recipe.eval.knn.temperature, best)
 
 
 def _last_good(ckpt_path: Path) -> str:

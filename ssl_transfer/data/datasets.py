@@ -187,3 +187,6 @@ class FileDataset(Dataset):
         out = self.take(range(len(self.files)))
         out.transform = transform
         return out
+
+
+ImageDataset = ArrayDataset | FileDataset  # what make_loader, extract_features and the evaluator take

@@ -7,6 +7,8 @@ back to its top-level children that hold parameters.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from torch import nn
 
 from ssl_transfer.backbones import SmallCNN, TimmBackbone
@@ -33,7 +35,7 @@ def encoder_blocks(module: nn.Module) -> list[list[str]]:
     if hasattr(module, "group_matcher"):
         from timm.models import group_parameters
 
-        groups = group_parameters(module, module.group_matcher(coarse=True))
+        groups = group_parameters(module, cast(Any, module).group_matcher(coarse=True))
         return [list(groups[k]) for k in sorted(groups) if groups[k]]
     blocks = [[f"{name}.{n}" for n, _ in child.named_parameters()] for name, child in module.named_children()]
     blocks = [b for b in blocks if b]

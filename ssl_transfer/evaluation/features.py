@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from ssl_transfer.data import make_loader
-from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset, ImageDataset
 
 
 def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -24,7 +23,7 @@ def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> T
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
-    dataset: Dataset,
+    dataset: ImageDataset,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     batch_size: int = 512,
@@ -70,7 +69,7 @@ def fingerprint_module(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint_dataset(ds: Dataset) -> str:
+def fingerprint_dataset(ds: ImageDataset) -> str:
     """Content hash of an in-memory dataset, or of a file dataset's paths, sizes and mtimes."""
     h = hashlib.sha1()
     if isinstance(ds, ArrayDataset):
@@ -98,7 +97,7 @@ class FeatureCache:
         self.misses = 0
 
     def get(
-        self, encoder: nn.Module, dataset: Dataset, tag: str, compute: Callable[[], tuple[Tensor, Tensor]]
+        self, encoder: nn.Module, dataset: ImageDataset, tag: str, compute: Callable[[], tuple[Tensor, Tensor]]
     ) -> tuple[Tensor, Tensor]:
         """Cached ``compute()`` for this encoder's weights, this dataset's content and ``tag`` (preprocessing)."""
         key = (

@@ -14,15 +14,15 @@ import copy
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from ssl_transfer.data import make_loader
 from ssl_transfer.data.augment_spec import AugmentConfig
+from ssl_transfer.data.datasets import ImageDataset
 from ssl_transfer.data.views import build_augment
 from ssl_transfer.evaluation.accuracy import topk_correct
 from ssl_transfer.evaluation.blocks import encoder_blocks
@@ -49,7 +49,7 @@ def reinitialized(module: nn.Module, seed: int = 0) -> nn.Module:
     twin = copy.deepcopy(module)
     for m in twin.modules():
         if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+            cast(Any, m).reset_parameters()
     return twin
 
 
@@ -75,7 +75,7 @@ def setup_strategy(
     for block in blocks[:frozen]:
         for name in block:
             params[name].requires_grad_(False)
-    groups = []
+    groups: list[dict[str, Any]] = []
     for i, block in enumerate(blocks[frozen:], start=frozen):
         scale = layer_decay ** (n - i) if strategy == "llrd" else 1.0
         ps = [params[name] for name in block]
@@ -109,7 +109,7 @@ def _freeze_batchnorm_of_frozen(model: nn.Module) -> None:
 @torch.no_grad()
 def accuracy(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: ImageDataset,
     preprocess: Callable[[Tensor], Tensor],
     device: torch.device,
     batch_size: int = 512,
@@ -129,7 +129,7 @@ def accuracy(
 def train_classifier(
     encoder: nn.Module,
     embed_dim: int,
-    train_set: Dataset,
+    train_set: ImageDataset,
     preprocess: Callable[[Tensor], Tensor],
     num_classes: int,
     strategy: str = "full",
@@ -186,8 +186,8 @@ def train_classifier(
 def finetune(
     encoder: nn.Module,
     embed_dim: int,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
     preprocess: Callable[[Tensor], Tensor],
     num_classes: int,
     strategy: str = "full",
@@ -213,6 +213,6 @@ def finetune(
     return {**accuracy(model, test_set, preprocess, device), **info}
 
 
-def _shape(ds: Dataset) -> tuple[int, tuple[int, int]]:
+def _shape(ds: ImageDataset) -> tuple[int, tuple[int, int]]:
     x = ds[0][0]
     return int(x.shape[0]), (int(x.shape[1]), int(x.shape[2]))

@@ -144,6 +144,7 @@ def evaluate(
             runs = [f"finetune:{s}" for s in ft.strategies] if "finetune" in protocols else []
             runs += ["scratch"] if "scratch" in protocols else []
             for run in runs:
+                assert sub is not None  # taken above whenever finetune or scratch runs
                 strategy = run.split(":", 1)[1] if run.startswith("finetune:") else "scratch"
                 res = finetune(
                     enc,

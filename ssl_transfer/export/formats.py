@@ -118,6 +118,8 @@ class ExportedProgramModule(nn.Module):
     """A loaded ExportedProgram as a module. Its graph module refuses ``train()``/``eval()`` (it is inference
     only), so it is held outside the module tree; it runs on CPU and returns on the input's device."""
 
+    program: Any
+
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         object.__setattr__(self, "program", torch.export.load(str(path)).module())
@@ -210,25 +212,23 @@ def _timm_parts(module: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
     return module, None
 
 
-def timm_state_dict(module: nn.Module) -> tuple[dict[str, Tensor], str, str, dict[str, Any], dict[str, Any]]:
+def timm_state_dict(
+    module: nn.Module,
+) -> tuple[dict[str, Tensor], str, str | None, dict[str, Any], dict[str, Any]]:
     """(state dict in timm's key names, model name, classifier name, model_args, base pretrained_cfg)."""
     backbone, head = _timm_parts(module)
     if isinstance(backbone, TimmBackbone):
         sd = {k: v for k, v in backbone.model.state_dict().items()}
         cfg = dict(backbone.model.pretrained_cfg)
-        name = cfg.get("architecture") or type(backbone.model).__name__
+        name = str(cfg.get("architecture") or type(backbone.model).__name__)
         model_args = {k: v for k, v in backbone.create_args.items() if k not in ("num_classes", "pretrained")}
     elif isinstance(backbone, SmallCNN):
         from ssl_transfer import timm_models
 
         sd = dict(backbone.state_dict())
-        name = next(
-            n
-            for n, w in timm_models.WIDTHS.items()
-            if backbone.embed_dim == w[2] and backbone.stages[0][0].out_channels == w[0]
-        )
+        name = next(n for n, w in timm_models.WIDTHS.items() if w == backbone.widths)
         cfg = dict(timm_models.default_cfgs[name])
-        model_args = {"in_chans": backbone.stages[0][0].in_channels}
+        model_args = {"in_chans": backbone.in_chans}
     else:
         raise ExportError(f"timm export needs a small CNN or a timm backbone, not {type(backbone).__name__}")
     classifier = cfg.get("classifier")
