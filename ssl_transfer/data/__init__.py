@@ -22,7 +22,15 @@ _LAZY = {
     "SOURCES": "ssl_transfer.data.sources",
     "DataError": "ssl_transfer.data.sources",
 }
-__all__ = list(_LAZY)
+__all__ = [
+    "DataBundle",
+    "build_data",
+    "make_loader",
+    "make_train_loader",
+    "resolve_workers",
+    "SOURCES",
+    "DataError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,19 +20,48 @@ PosPair = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     # Handwritten digits: small rotations/shifts/zooms, no flips (a flipped 2 is not a 2), little colour.
-    "digits": {"crop_scale": (0.5, 1.0), "rotate_degrees": 15.0, "translate": 0.1, "scale": (0.9, 1.1), "color_jitter": 0.5, "jitter": (0.4, 0.4, 0.0, 0.0), "blur": 0.2},
+    "digits": {
+        "crop_scale": (0.5, 1.0),
+        "rotate_degrees": 15.0,
+        "translate": 0.1,
+        "scale": (0.9, 1.1),
+        "color_jitter": 0.5,
+        "jitter": (0.4, 0.4, 0.0, 0.0),
+        "blur": 0.2,
+    },
     # SimCLR (Chen et al. 2020) ImageNet setting, as lightly's SimCLRTransform.
-    "simclr": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.4, 0.1), "grayscale": 0.2, "blur": 0.5},
+    "simclr": {
+        "crop_scale": (0.08, 1.0),
+        "hflip": 0.5,
+        "color_jitter": 0.8,
+        "jitter": (0.4, 0.4, 0.4, 0.1),
+        "grayscale": 0.2,
+        "blur": 0.5,
+    },
     # BYOL (Grill et al. 2020): asymmetric views, blur always on the first, solarise only on the second.
-    "byol": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.2, 0.1), "grayscale": 0.2,
-             "blur": 1.0, "second_view": {"blur": 0.1, "solarize": 0.2}},
+    "byol": {
+        "crop_scale": (0.08, 1.0),
+        "hflip": 0.5,
+        "color_jitter": 0.8,
+        "jitter": (0.4, 0.4, 0.2, 0.1),
+        "grayscale": 0.2,
+        "blur": 1.0,
+        "second_view": {"blur": 0.1, "solarize": 0.2},
+    },
     # CIFAR-10 at 32 px (SimCLR paper's CIFAR setting, solo-learn's cifar configs): no blur.
-    "cifar": {"crop_scale": (0.08, 1.0), "hflip": 0.5, "color_jitter": 0.8, "jitter": (0.4, 0.4, 0.2, 0.1), "grayscale": 0.2},
+    "cifar": {
+        "crop_scale": (0.08, 1.0),
+        "hflip": 0.5,
+        "color_jitter": 0.8,
+        "jitter": (0.4, 0.4, 0.2, 0.1),
+        "grayscale": 0.2,
+    },
 }
 
 
 class AugmentConfig(StrictModel):
-    """Augmentation pipeline, applied in this order: crop, flip, affine, colour jitter, grayscale, blur, solarise, noise.
+    """Augmentation pipeline, applied in this order: crop, flip, affine, colour jitter, grayscale, blur, solarise,
+    noise.
 
     Colour ops that need RGB (saturation, hue, grayscale) are skipped for 1-channel images.
     """
@@ -46,24 +75,33 @@ class AugmentConfig(StrictModel):
     crop_scale: UnitPair = Field((1.0, 1.0), description="RandomResizedCrop area range; (1, 1) = no crop")
     crop_ratio: PosPair = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range")
     hflip: Prob = Field(0.0, description="probability of a horizontal flip")
-    rotate_degrees: Annotated[float, Field(ge=0, le=180)] = Field(0.0, description="random rotation in [-d, d] degrees (affine)")
+    rotate_degrees: Annotated[float, Field(ge=0, le=180)] = Field(
+        0.0, description="random rotation in [-d, d] degrees (affine)"
+    )
     translate: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="max shift as a fraction of the size")
     scale: PosPair = Field((1.0, 1.0), description="affine zoom range")
     color_jitter: Prob = Field(0.0, description="probability of colour jitter")
-    jitter: tuple[float, float, float, float] = Field((0.4, 0.4, 0.2, 0.1), description="brightness, contrast, saturation, hue strengths")
+    jitter: tuple[float, float, float, float] = Field(
+        (0.4, 0.4, 0.2, 0.1), description="brightness, contrast, saturation, hue strengths"
+    )
     grayscale: Prob = Field(0.0, description="probability of converting to grey (RGB only)")
     blur: Prob = Field(0.0, description="probability of a Gaussian blur (kernel 10% of the image side)")
     blur_sigma: PosPair = Field((0.1, 2.0), description="blur sigma range, in pixels")
     solarize: Prob = Field(0.0, description="probability of solarising (pixels above 0.5 inverted)")
     noise_std: Annotated[float, Field(ge=0)] = Field(0.0, description="additive Gaussian noise, in [0, 1] pixel units")
-    second_view: dict[str, Any] | None = Field(None, description="fields that differ for the second view (asymmetric views, e.g. BYOL)")
+    second_view: dict[str, Any] | None = Field(
+        None, description="fields that differ for the second view (asymmetric views, e.g. BYOL)"
+    )
 
     @model_validator(mode="after")
-    def _check_second_view(self) -> "AugmentConfig":
+    def _check_second_view(self) -> AugmentConfig:
         if self.second_view is not None:
             bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view", "backend"})
             if bad:
-                raise ValueError(f"augment.second_view: unknown key {sorted(bad)[0]!r} (allowed: any augment field but preset, backend)")
+                raise ValueError(
+                    f"augment.second_view: unknown key {sorted(bad)[0]!r} "
+                    "(allowed: any augment field but preset, backend)"
+                )
             try:
                 self.view_config(1)
             except ValidationError as e:
@@ -72,7 +110,7 @@ class AugmentConfig(StrictModel):
                 raise ValueError(f"augment.second_view.{where}: {err['msg']} (got {err['input']!r})") from None
         return self
 
-    def view_config(self, i: int) -> "AugmentConfig":
+    def view_config(self, i: int) -> AugmentConfig:
         """The settings for view ``i`` (0-based): the second view applies ``second_view`` on top."""
         if i == 0 or self.second_view is None:
             return self

@@ -5,8 +5,8 @@ Images stay uint8 until they reach the training device, where they are augmented
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,11 @@ class ArrayDataset(Dataset):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 N×C×H×W, got {images.dtype} {tuple(images.shape)}")
         self.images = images
-        self.labels = torch.full((len(images),), -1, dtype=torch.long) if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        self.labels = (
+            torch.full((len(images),), -1, dtype=torch.long)
+            if labels is None
+            else torch.as_tensor(labels, dtype=torch.long)
+        )
         if len(self.labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(self.labels)} labels")
 
@@ -81,7 +85,7 @@ class ArrayDataset(Dataset):
         index = torch.as_tensor(idx, dtype=torch.long)
         return self.images[index], self.labels[index]
 
-    def subset(self, n: int) -> "ArrayDataset":
+    def subset(self, n: int) -> ArrayDataset:
         return ArrayDataset(self.images[:n], self.labels[:n])
 
 
@@ -138,8 +142,13 @@ class FileDataset(Dataset):
     """
 
     def __init__(
-        self, files: list[str], labels: list[int], channels: int, size: tuple[int, int],
-        transform: Callable | None = None, on_error: str = "error",
+        self,
+        files: list[str],
+        labels: list[int],
+        channels: int,
+        size: tuple[int, int],
+        transform: Callable | None = None,
+        on_error: str = "error",
     ) -> None:
         self.files, self.labels = files, labels
         self.channels, self.size = channels, size
@@ -163,18 +172,28 @@ class FileDataset(Dataset):
                 return self._read(j), torch.tensor(self.labels[j])
             except Exception as e:
                 if self.on_error != "skip":
-                    raise UnreadableImageError(f"cannot read image {self.files[j]} ({type(e).__name__}: {e}); set data.bad_images=skip to skip such files") from None
+                    raise UnreadableImageError(
+                        f"cannot read image {self.files[j]} ({type(e).__name__}: {e}); "
+                        "set data.bad_images=skip to skip such files"
+                    ) from None
                 self.read_failures += 1
         raise UnreadableImageError(f"16 image files in a row from {self.files[i]} could not be read")
 
-    def take(self, ids: Sequence[int]) -> "FileDataset":
+    def take(self, ids: Sequence[int]) -> FileDataset:
         """The files at ``ids``, same settings."""
-        return FileDataset([self.files[i] for i in ids], [self.labels[i] for i in ids], self.channels, self.size, self.transform, self.on_error)
+        return FileDataset(
+            [self.files[i] for i in ids],
+            [self.labels[i] for i in ids],
+            self.channels,
+            self.size,
+            self.transform,
+            self.on_error,
+        )
 
-    def subset(self, n: int) -> "FileDataset":
+    def subset(self, n: int) -> FileDataset:
         return self.take(range(min(n, len(self.files))))
 
-    def decode_all(self, workers: int = 8) -> "ArrayDataset":
+    def decode_all(self, workers: int = 8) -> ArrayDataset:
         """Every image decoded once (in threads: PIL releases the GIL while decoding) into an in-memory
         :class:`ArrayDataset`, uint8 (N, C, H, W); unreadable files follow ``on_error`` as in ``__getitem__``."""
         from concurrent.futures import ThreadPoolExecutor
@@ -183,7 +202,7 @@ class FileDataset(Dataset):
             items = list(pool.map(self.__getitem__, range(len(self.files)), chunksize=256))
         return ArrayDataset(torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]).long())
 
-    def with_transform(self, transform: Callable | None) -> "FileDataset":
+    def with_transform(self, transform: Callable | None) -> FileDataset:
         out = self.take(range(len(self.files)))
         out.transform = transform
         return out

@@ -16,6 +16,7 @@ from ssl_transfer.data.sources import SOURCES, DataError
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig
 
+
 @dataclass
 class DataBundle:
     """Train/test datasets plus what an encoder needs to know about its inputs."""
@@ -50,7 +51,7 @@ class DataBundle:
         }
 
 
-def _prepare_arrays(ds: ArrayDataset, cfg: "DataConfig") -> ArrayDataset:
+def _prepare_arrays(ds: ArrayDataset, cfg: DataConfig) -> ArrayDataset:
     x = ds.images
     if cfg.channels:
         x = convert_channels(x, cfg.channels)
@@ -81,7 +82,7 @@ def channel_stats(ds: ArrayDataset | FileDataset, max_files: int = 2000) -> tupl
     return [round(float(m), 6) for m in mean], [round(max(float(v), 1e-3), 6) for v in std]
 
 
-def build_data(cfg: "DataConfig") -> DataBundle:
+def build_data(cfg: DataConfig) -> DataBundle:
     """Load the recipe's data source, convert channels/size, apply ``limit_train`` and compute normalisation."""
     raw = SOURCES.get(cfg.source).load(cfg)
     train, test = raw.train, raw.test
@@ -92,7 +93,9 @@ def build_data(cfg: "DataConfig") -> DataBundle:
     else:
         channels, size = train.channels, train.size
     if test is not None and isinstance(test, ArrayDataset) and tuple(test.images.shape[1:]) != (channels, *size):
-        raise DataError(f"test images are {tuple(test.images.shape[1:])}, train images {(channels, *size)}; set data.image_size")
+        raise DataError(
+            f"test images are {tuple(test.images.shape[1:])}, train images {(channels, *size)}; set data.image_size"
+        )
     if cfg.limit_train:
         train = train.subset(min(cfg.limit_train, len(train)))
     if len(train) == 0:
@@ -101,7 +104,18 @@ def build_data(cfg: "DataConfig") -> DataBundle:
     labels = train.labels.tolist() if isinstance(train, ArrayDataset) else list(train.labels)
     labelled = [lb for lb in labels if lb >= 0]
     num_classes = len(raw.classes) if raw.classes else (max(labelled) + 1 if labelled else None)
-    return DataBundle(train, test, int(channels), (int(size[0]), int(size[1])), mean, std, num_classes, raw.classes, cfg.source, raw.skipped)
+    return DataBundle(
+        train,
+        test,
+        int(channels),
+        (int(size[0]), int(size[1])),
+        mean,
+        std,
+        num_classes,
+        raw.classes,
+        cfg.source,
+        raw.skipped,
+    )
 
 
 def resolve_workers(ds: ArrayDataset | FileDataset, num_workers: int | str) -> int:
@@ -132,7 +146,9 @@ def make_loader(
     )
 
 
-def make_train_loader(ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int | str = "auto") -> DataLoader:
+def make_train_loader(
+    ds: ArrayDataset | FileDataset, batch_size: int, *, seed: int, num_workers: int | str = "auto"
+) -> DataLoader:
     """The pretraining loader: ``batch_size`` images per rank per step from a seeded, resumable
     :class:`GlobalBatchSampler` (shuffled each epoch, last partial batch dropped)."""
     num_workers = resolve_workers(ds, num_workers)

@@ -9,7 +9,7 @@ batches in the same order, and a resumed run can skip exactly the batches an int
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
@@ -74,5 +74,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         for i in range(start, len(self)):
             chunk = order[i * g : (i + 1) * g]
             if len(chunk) < world_size:
-                raise RuntimeError(f"batch {i} has {len(chunk)} images for {world_size} ranks; use more data or drop_last")
+                raise RuntimeError(
+                    f"batch {i} has {len(chunk)} images for {world_size} ranks; use more data or drop_last"
+                )
             yield chunk.tensor_split(world_size)[rank].tolist()

@@ -8,9 +8,10 @@ files on demand. torchvision sources read the standard files under ``data.root``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class RawData:
 
 @dataclass
 class Source:
-    load: Callable[["DataConfig"], RawData]
+    load: Callable[[DataConfig], RawData]
     description: str
     required: tuple[str, ...] = field(default_factory=tuple)
 
@@ -51,15 +52,17 @@ SOURCES: Registry[Source] = Registry("data source")
 
 
 def source(name: str, description: str, required: tuple[str, ...] = ()) -> Callable:
-    def deco(fn: Callable[["DataConfig"], RawData]) -> Callable[["DataConfig"], RawData]:
+    def deco(fn: Callable[[DataConfig], RawData]) -> Callable[[DataConfig], RawData]:
         SOURCES.register(name)(Source(fn, description, required))
         return fn
 
     return deco
 
 
-@source("digits", "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no network); fixed stratified 80/20 split")
-def load_digits(cfg: "DataConfig") -> RawData:
+@source(
+    "digits", "scikit-learn's 8x8 handwritten digits (1,797 images, bundled, no network); fixed stratified 80/20 split"
+)
+def load_digits(cfg: DataConfig) -> RawData:
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split
 
@@ -72,7 +75,7 @@ def load_digits(cfg: "DataConfig") -> RawData:
 
 
 @source("npz", "a .npz archive with x_train, y_train, x_test, y_test (e.g. ../shared/datasets/mnist.npz)", ("path",))
-def load_npz(cfg: "DataConfig") -> RawData:
+def load_npz(cfg: DataConfig) -> RawData:
     path = Path(cfg.path)  # type: ignore[arg-type]
     if not path.is_file():
         raise DataError(f"data.path: no such file {str(path)!r}")
@@ -109,14 +112,16 @@ def _npz_labels(y: np.ndarray, yk: str, xk: str, n: int, path: Path) -> torch.Te
         raise DataError(f"{where} has {len(y)} labels but {xk} has {n} images; they must be the same length")
     if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{where} has dtype {y.dtype} with non-integer values; labels are integers (>= 0, or -1 for unlabeled)")
+            raise DataError(
+                f"{where} has dtype {y.dtype} with non-integer values; labels are integers (>= 0, or -1 for unlabeled)"
+            )
     labels = torch.as_tensor(y.astype(np.int64))
     if len(labels) and int(labels.min()) < -1:
         raise DataError(f"{where} has label {int(labels.min())}; labels are >= 0, or -1 for an unlabeled image")
     return labels
 
 
-def _torchvision(cls_name: str, cfg: "DataConfig", **kwargs) -> object:
+def _torchvision(cls_name: str, cfg: DataConfig, **kwargs) -> object:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
@@ -132,8 +137,8 @@ def _classes(ds: object) -> list[str] | None:
     return [str(c) for c in classes] if classes else None
 
 
-def _mnist_like(cls_name: str) -> Callable[["DataConfig"], RawData]:
-    def load(cfg: "DataConfig") -> RawData:
+def _mnist_like(cls_name: str) -> Callable[[DataConfig], RawData]:
+    def load(cfg: DataConfig) -> RawData:
         tr, te = (_torchvision(cls_name, cfg, train=t) for t in (True, False))
         return RawData(
             ArrayDataset(to_nchw_uint8(tr.data), tr.targets),  # type: ignore[attr-defined]
@@ -145,11 +150,13 @@ def _mnist_like(cls_name: str) -> Callable[["DataConfig"], RawData]:
 
 
 source("mnist", "MNIST via torchvision under data.root (28x28 gray)", ("root",))(_mnist_like("MNIST"))
-source("fashion_mnist", "Fashion-MNIST via torchvision under data.root (28x28 gray)", ("root",))(_mnist_like("FashionMNIST"))
+source("fashion_mnist", "Fashion-MNIST via torchvision under data.root (28x28 gray)", ("root",))(
+    _mnist_like("FashionMNIST")
+)
 
 
 @source("cifar10", "CIFAR-10 via torchvision under data.root (32x32 RGB)", ("root",))
-def load_cifar10(cfg: "DataConfig") -> RawData:
+def load_cifar10(cfg: DataConfig) -> RawData:
     tr, te = (_torchvision("CIFAR10", cfg, train=t) for t in (True, False))
     return RawData(
         ArrayDataset(to_nchw_uint8(tr.data), torch.as_tensor(tr.targets)),  # type: ignore[attr-defined]
@@ -158,8 +165,12 @@ def load_cifar10(cfg: "DataConfig") -> RawData:
     )
 
 
-@source("stl10", "STL-10 via torchvision under data.root (96x96 RGB); data.unlabeled adds the 100k unlabeled images", ("root",))
-def load_stl10(cfg: "DataConfig") -> RawData:
+@source(
+    "stl10",
+    "STL-10 via torchvision under data.root (96x96 RGB); data.unlabeled adds the 100k unlabeled images",
+    ("root",),
+)
+def load_stl10(cfg: DataConfig) -> RawData:
     tr = _torchvision("STL10", cfg, split="train+unlabeled" if cfg.unlabeled else "train")
     te = _torchvision("STL10", cfg, split="test")
     return RawData(
@@ -204,21 +215,32 @@ def list_images(root: Path, recursive: bool = False) -> list[str]:
     return files
 
 
-def readable_images(files: list[str], labels: list[int], where: str, policy: str) -> tuple[list[str], list[int], list[tuple[str, str]]]:
+def readable_images(
+    files: list[str], labels: list[int], where: str, policy: str
+) -> tuple[list[str], list[int], list[tuple[str, str]]]:
     """Drop unreadable files (``policy="skip"``: counted and logged) or fail naming them (``"error"``)."""
     good, bad = check_images(files)
     if bad:
         first = f"{bad[0][0]} ({bad[0][1]})"
         if policy == "error":
-            raise DataError(f"{where}: {len(bad)} of {len(files)} files are not readable images, e.g. {first}; set data.bad_images=skip to leave them out")
-        log.warning("%s: skipped %d of %d files that are not readable images, e.g. %s", where, len(bad), len(files), first)
+            raise DataError(
+                f"{where}: {len(bad)} of {len(files)} files are not readable images, e.g. {first}; "
+                "set data.bad_images=skip to leave them out"
+            )
+        log.warning(
+            "%s: skipped %d of %d files that are not readable images, e.g. %s", where, len(bad), len(files), first
+        )
         if not good:
             raise DataError(f"{where}: none of the {len(files)} files is a readable image, e.g. {first}")
     return [files[i] for i in good], [labels[i] for i in good], bad
 
 
-@source("imagefolder", "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional", ("root",))
-def load_imagefolder(cfg: "DataConfig") -> RawData:
+@source(
+    "imagefolder",
+    "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional",
+    ("root",),
+)
+def load_imagefolder(cfg: DataConfig) -> RawData:
     files, labels, classes = scan_folder(Path(cfg.root))  # type: ignore[arg-type]
     files, labels, skipped = readable_images(files, labels, f"data.root={cfg.root}", cfg.bad_images)
     with Image.open(files[0]) as im:

@@ -6,13 +6,15 @@ images in [0, 1] of shape (B, C, H, W) and samples its parameters per image.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
 from ssl_transfer.data.augment_spec import AugmentConfig
+
 
 class GaussianNoise(nn.Module):
     """x + N(0, std^2), clamped to [0, 1]."""
@@ -43,40 +45,81 @@ def blur_kernel(image_size: tuple[int, int]) -> int:
     return max(3, int(0.1 * min(image_size)) // 2 * 2 + 1)
 
 
-def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment:
-    """Turn an AugmentConfig into the batched pipeline for images of ``channels`` x ``image_size``."""
+def augment_steps(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
+    """The pipeline ``cfg`` describes, as backend-neutral steps in order: (op, parameters). Both backends build
+    from this one list (:func:`build_augment`, :func:`build_pil_augment`); an op absent from a backend's table
+    is not that backend's (``resize``: the batch is already sized; ``noise``: added on the device)."""
     rgb = channels == 3
-    ops: list[nn.Module] = []
+    steps: list[tuple[str, dict[str, Any]]] = []
     if tuple(cfg.crop_scale) != (1.0, 1.0):
-        # one batched warp for all crops ("resample"); kornia's default "slice" crops and resizes image by image
-        # (2-3x slower on CPU for 28-32 px batches; crops are upsampled, so neither needs antialiasing)
-        ops.append(K.RandomResizedCrop(image_size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, cropping_mode="resample"))
+        steps.append(("crop", {"size": image_size, "scale": tuple(cfg.crop_scale), "ratio": tuple(cfg.crop_ratio)}))
+    else:
+        steps.append(("resize", {"size": image_size}))
     if cfg.hflip > 0:
-        ops.append(K.RandomHorizontalFlip(p=cfg.hflip))
+        steps.append(("hflip", {"p": cfg.hflip}))
     if cfg.rotate_degrees > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):
-        ops.append(
-            K.RandomAffine(
-                degrees=cfg.rotate_degrees,
-                translate=(cfg.translate, cfg.translate) if cfg.translate > 0 else None,
-                scale=cfg.scale if tuple(cfg.scale) != (1.0, 1.0) else None,
-                p=1.0,
+        steps.append(
+            (
+                "affine",
+                {
+                    "degrees": cfg.rotate_degrees,
+                    "translate": (cfg.translate, cfg.translate) if cfg.translate > 0 else None,
+                    "scale": tuple(cfg.scale) if tuple(cfg.scale) != (1.0, 1.0) else None,
+                },
             )
         )
     b, c, s, h = cfg.jitter
     if not rgb:
         s, h = 0.0, 0.0
     if cfg.color_jitter > 0 and any(v > 0 for v in (b, c, s, h)):
-        ops.append(K.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h, p=cfg.color_jitter))
+        steps.append(("jitter", {"brightness": b, "contrast": c, "saturation": s, "hue": h, "p": cfg.color_jitter}))
     if rgb and cfg.grayscale > 0:
-        ops.append(K.RandomGrayscale(p=cfg.grayscale))
+        steps.append(("grayscale", {"p": cfg.grayscale}))
     if cfg.blur > 0:
-        k = blur_kernel(image_size)
-        ops.append(K.RandomGaussianBlur((k, k), sigma=cfg.blur_sigma, p=cfg.blur))
+        steps.append(("blur", {"kernel": blur_kernel(image_size), "sigma": tuple(cfg.blur_sigma), "p": cfg.blur}))
     if cfg.solarize > 0:
-        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=cfg.solarize))
+        steps.append(("solarize", {"p": cfg.solarize}))
     if cfg.noise_std > 0:
-        ops.append(GaussianNoise(cfg.noise_std))
-    return Augment(ops)
+        steps.append(("noise", {"std": cfg.noise_std}))
+    return steps
+
+
+# one crop warp for the whole batch ("resample"); kornia's default "slice" crops and resizes image by image (2-3x
+# slower on CPU for 28-32 px batches; crops are upsampled, so neither needs antialiasing)
+_KORNIA: dict[str, Any] = {
+    "crop": lambda size, scale, ratio: K.RandomResizedCrop(size, scale=scale, ratio=ratio, cropping_mode="resample"),
+    "hflip": lambda p: K.RandomHorizontalFlip(p=p),
+    "affine": lambda degrees, translate, scale: K.RandomAffine(
+        degrees=degrees, translate=translate, scale=scale, p=1.0
+    ),
+    "jitter": lambda p, **jitter: K.ColorJitter(**jitter, p=p),
+    "grayscale": lambda p: K.RandomGrayscale(p=p),
+    "blur": lambda kernel, sigma, p: K.RandomGaussianBlur((kernel, kernel), sigma=sigma, p=p),
+    "solarize": lambda p: K.RandomSolarize(thresholds=0.0, additions=0.0, p=p),
+    "noise": lambda std: GaussianNoise(std),
+}
+
+
+def _torchvision() -> dict[str, Any]:
+    import torchvision.transforms.v2 as v2
+
+    return {
+        "crop": lambda size, scale, ratio: v2.RandomResizedCrop(list(size), scale=scale, ratio=ratio, antialias=True),
+        "resize": lambda size: v2.Resize(list(size), antialias=True),
+        "hflip": lambda p: v2.RandomHorizontalFlip(p=p),
+        "affine": lambda degrees, translate, scale: v2.RandomAffine(degrees, translate=translate, scale=scale),
+        "jitter": lambda p, brightness, contrast, saturation, hue: v2.RandomApply(
+            [v2.ColorJitter(brightness, contrast, saturation, hue)], p=p
+        ),
+        "grayscale": lambda p: v2.RandomGrayscale(p=p),
+        "blur": lambda kernel, sigma, p: v2.RandomApply([v2.GaussianBlur(kernel, sigma=sigma)], p=p),
+        "solarize": lambda p: v2.RandomSolarize(threshold=128, p=p),
+    }
+
+
+def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment:
+    """The batched (kornia) pipeline for images of ``channels`` x ``image_size``."""
+    return Augment([_KORNIA[op](**kw) for op, kw in augment_steps(cfg, channels, image_size) if op in _KORNIA])
 
 
 def build_view_augments(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[Augment]:
@@ -94,30 +137,9 @@ def build_pil_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, 
     """
     import torchvision.transforms.v2 as v2
 
-    size = list(image_size)
-    ops: list[Any] = [v2.PILToTensor()]
-    if tuple(cfg.crop_scale) != (1.0, 1.0):
-        ops.append(v2.RandomResizedCrop(size, scale=cfg.crop_scale, ratio=cfg.crop_ratio, antialias=True))
-    else:
-        ops.append(v2.Resize(size, antialias=True))
-    if cfg.hflip > 0:
-        ops.append(v2.RandomHorizontalFlip(p=cfg.hflip))
-    if cfg.rotate_degrees > 0 or cfg.translate > 0 or tuple(cfg.scale) != (1.0, 1.0):
-        ops.append(v2.RandomAffine(cfg.rotate_degrees, translate=(cfg.translate, cfg.translate) if cfg.translate > 0 else None,
-                                   scale=cfg.scale if tuple(cfg.scale) != (1.0, 1.0) else None))
-    b, c, s, h = cfg.jitter
-    if channels == 1:
-        s, h = 0.0, 0.0
-    if cfg.color_jitter > 0 and any(v > 0 for v in (b, c, s, h)):
-        ops.append(v2.RandomApply([v2.ColorJitter(b, c, s, h)], p=cfg.color_jitter))
-    if channels == 3 and cfg.grayscale > 0:
-        ops.append(v2.RandomGrayscale(p=cfg.grayscale))
-    if cfg.blur > 0:
-        k = blur_kernel(image_size)
-        ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=cfg.blur_sigma)], p=cfg.blur))
-    if cfg.solarize > 0:
-        ops.append(v2.RandomSolarize(threshold=128, p=cfg.solarize))
-    return v2.Compose(ops)
+    table = _torchvision()
+    ops = [table[op](**kw) for op, kw in augment_steps(cfg, channels, image_size) if op in table]
+    return v2.Compose([v2.PILToTensor(), *ops])
 
 
 class MultiViewTransform:
@@ -130,13 +152,19 @@ class MultiViewTransform:
         return torch.stack([self.transforms[i % len(self.transforms)](image) for i in range(self.num_views)])
 
 
-def build_pil_views(cfg: AugmentConfig, channels: int, image_size: tuple[int, int], num_views: int) -> MultiViewTransform:
+def build_pil_views(
+    cfg: AugmentConfig, channels: int, image_size: tuple[int, int], num_views: int
+) -> MultiViewTransform:
     """The per-image multi-view transform for ``backend: pil``."""
     n = 1 if cfg.second_view is None else 2
-    return MultiViewTransform([build_pil_augment(cfg.view_config(i), channels, image_size) for i in range(n)], num_views)
+    return MultiViewTransform(
+        [build_pil_augment(cfg.view_config(i), channels, image_size) for i in range(n)], num_views
+    )
 
 
 def build_noise_only(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[Augment]:
     """For ``backend: pil``: the batched part left, additive noise per view (identity when noise_std is 0)."""
     n = 1 if cfg.second_view is None else 2
-    return [build_augment(AugmentConfig(noise_std=cfg.view_config(i).noise_std), channels, image_size) for i in range(n)]
+    return [
+        build_augment(AugmentConfig(noise_std=cfg.view_config(i).noise_std), channels, image_size) for i in range(n)
+    ]

@@ -45,14 +45,17 @@ def test_npz_missing_and_damaged(tmp_path: Path):
         build_data(data_cfg(source="npz", path=str(bad)))
 
 
-@pytest.mark.parametrize("arrays,message", [
-    ({"y_train": np.zeros(299, np.int64)}, "y_train has 299 labels but x_train has 300 images"),
-    ({"y_train": np.full(300, -2, np.int64)}, "y_train has label -2; labels are >= 0, or -1"),
-    ({"y_train": np.full(300, 0.5)}, "y_train has dtype float64 with non-integer values"),
-    ({"y_train": np.zeros((300, 2), np.int64)}, r"y_train has shape \(300, 2\); labels are one integer per image"),
-    ({"y_test": np.zeros(5, np.int64)}, "has y_test but no x_test"),
-    ({"x_test": np.zeros((5, 2, 3, 4, 5))}, "x_test: images must be"),
-])
+@pytest.mark.parametrize(
+    "arrays,message",
+    [
+        ({"y_train": np.zeros(299, np.int64)}, "y_train has 299 labels but x_train has 300 images"),
+        ({"y_train": np.full(300, -2, np.int64)}, "y_train has label -2; labels are >= 0, or -1"),
+        ({"y_train": np.full(300, 0.5)}, "y_train has dtype float64 with non-integer values"),
+        ({"y_train": np.zeros((300, 2), np.int64)}, r"y_train has shape \(300, 2\); labels are one integer per image"),
+        ({"y_test": np.zeros(5, np.int64)}, "has y_test but no x_test"),
+        ({"x_test": np.zeros((5, 2, 3, 4, 5))}, "x_test: images must be"),
+    ],
+)
 def test_npz_with_inconsistent_arrays_is_one_line_naming_the_array(tmp_path: Path, capsys, arrays: dict, message: str):
     from ssl_transfer.cli import main
 
@@ -244,7 +247,10 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path: Path, caplog):
 
 def test_corrupt_images_fail_clearly_when_asked(tmp_path: Path):
     _corrupt_folder(tmp_path)
-    with pytest.raises(DataError, match=r"4 of 16 files are not readable images, e\.g\. .*(empty|text|truncated|bad_crc).*data\.bad_images=skip"):
+    with pytest.raises(
+        DataError,
+        match=r"4 of 16 files are not readable images, e\.g\. .*(empty|text|truncated|bad_crc).*data\.bad_images=skip",
+    ):
         build_data(data_cfg(source="imagefolder", root=str(tmp_path), bad_images="error"))
 
 
@@ -269,8 +275,22 @@ def test_pretraining_on_a_folder_with_corrupt_images(tmp_path: Path, quiet):
     from ssl_transfer.train import pretrain
 
     _corrupt_folder(tmp_path / "imgs")
-    res = pretrain({"name": "c", "data": {"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 4, "num_workers": 2},
-                    "backbone": {"name": "cnn_tiny"}, "method": {"name": "simclr"}, "trainer": {"max_epochs": 1}}, quiet)
+    res = pretrain(
+        {
+            "name": "c",
+            "data": {
+                "source": "imagefolder",
+                "root": str(tmp_path / "imgs"),
+                "image_size": 16,
+                "batch_size": 4,
+                "num_workers": 2,
+            },
+            "backbone": {"name": "cnn_tiny"},
+            "method": {"name": "simclr"},
+            "trainer": {"max_epochs": 1},
+        },
+        quiet,
+    )
     assert res.data is not None and res.data.describe()["skipped_files"] == 4
     import json
 

@@ -55,7 +55,9 @@ def test_second_view_rejects_unknown_fields():
 
     with pytest.raises(RecipeError, match="augment.second_view: unknown key 'blurr'"):
         load_recipe({"augment": {"second_view": {"blurr": 0.1}}})
-    with pytest.raises(RecipeError, match=r"augment.second_view.blur: Input should be less than or equal to 1 \(got 2.0\)"):
+    with pytest.raises(
+        RecipeError, match=r"augment.second_view.blur: Input should be less than or equal to 1 \(got 2.0\)"
+    ):
         load_recipe({"augment": {"second_view": {"blur": 2.0}}})
 
 
@@ -72,3 +74,22 @@ def test_pil_backend_matches_batched_semantics_per_image():
     assert views.shape == (2, 3, 24, 24) and views.dtype == torch.uint8
     none = build_pil_views(AugmentConfig(), 1, (10, 10), num_views=1)(img.convert("L"))
     assert none.shape == (1, 1, 10, 10) and int(none.float().std()) == 0  # a uniform image stays uniform
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_both_backends_build_the_same_steps_from_one_spec(preset, channels):
+    from ssl_transfer.data.views import augment_steps, build_pil_augment
+
+    cfg = AugmentConfig(preset=preset, rotate_degrees=10.0, solarize=0.1, noise_std=0.05)
+    steps = [op for op, _ in augment_steps(cfg, channels, (32, 32))]
+    kornia = [type(m).__name__ for m in build_augment(cfg, channels, (32, 32)).ops]
+    pil = [type(t).__name__ for t in build_pil_augment(cfg, channels, (32, 32)).transforms[1:]]  # after PILToTensor
+    batched_ops = [op for op in steps if op != "resize"]  # the batch arrives at its size
+    per_image_ops = [op for op in steps if op != "noise"]  # noise is added on the device
+    assert len(kornia) == len(batched_ops) and len(pil) == len(per_image_ops)
+    names = {"crop": "RandomResizedCrop", "hflip": "RandomHorizontalFlip", "affine": "RandomAffine"}
+    for op, k in zip(batched_ops, kornia):
+        assert names.get(op, k) == k
+    for op, p in zip(per_image_ops, pil):
+        assert names.get(op, p) == p
