@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ssl_transfer.errors import NonFiniteError, Stopped, UserError
 
@@ -189,9 +190,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]]
     if args.what == "methods":
-        from ssl_transfer.methods import METHODS
+        from ssl_transfer.registry import registered_in_source
 
-        rows = [(n, (METHODS.get(n).__doc__ or "").strip().splitlines()[0]) for n in METHODS]
+        found = registered_in_source(Path(__file__).parent / "methods", "METHODS")
+        rows = sorted(found.items())
     elif args.what == "backbones":
         import timm
 

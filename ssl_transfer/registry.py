@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -63,3 +65,23 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def registered_in_source(package_dir: Path, registry: str) -> dict[str, str]:
+    """Names registered with ``@<registry>.register("name")`` on classes in the ``*.py`` files of
+    ``package_dir``, mapped to the first line of each class's docstring, read from the source (``ast``) without
+    importing it, so that listing them costs no torch/lightly import. A test keeps it equal to the registry."""
+    found: dict[str, str] = {}
+    for path in sorted(package_dir.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for dec in node.decorator_list:
+                if (
+                    isinstance(dec, ast.Call)
+                    and ast.unparse(dec.func) == f"{registry}.register"
+                    and dec.args
+                    and isinstance(dec.args[0], ast.Constant)
+                ):
+                    found[str(dec.args[0].value)] = ((ast.get_docstring(node) or "").strip().splitlines() or [""])[0]
+    return found

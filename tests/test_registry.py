@@ -25,3 +25,23 @@ def test_double_registration_is_an_error():
     reg.register("a")(1)
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("a")(2)
+
+
+def test_method_index_read_from_source_equals_the_registry():
+    from pathlib import Path
+
+    import ssl_transfer.methods as methods
+    from ssl_transfer.registry import registered_in_source
+
+    index = registered_in_source(Path(methods.__file__).parent, "METHODS")
+    assert index == {n: (methods.METHODS.get(n).__doc__ or "").strip().splitlines()[0] for n in methods.METHODS}
+
+
+def test_list_methods_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom ssl_transfer.cli import main\nmain(['list', 'methods'])\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[0] == "ae"
+    assert out.stdout.strip().splitlines()[-1] == "False"

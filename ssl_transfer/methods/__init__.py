@@ -1,24 +1,19 @@
-"""Pretext methods, one file each, registered by name in METHODS."""
+"""Pretext methods, one file each, registered by name in METHODS: every module of this package is imported
+here, so a new method is one file (plus its recipes)."""
 
+import importlib
+import pkgutil
 from collections.abc import Sequence
 
 from torch import nn
 
-from ssl_transfer.methods import (  # noqa: F401  (each import registers its methods)
-    autoencoder,
-    barlowtwins,
-    byol,
-    moco,
-    siamese,
-    simclr,
-    simsiam,
-    vae,
-    vicreg,
-)
 from ssl_transfer.methods.base import MethodConfig, PretextMethod
 from ssl_transfer.methods.registry import METHODS
 
 __all__ = ["METHODS", "MethodConfig", "PretextMethod", "build_method"]
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")  # each method module registers its methods
 
 
 def build_method(
