@@ -72,6 +72,10 @@ def test_evaluate_command_on_a_run_dir(tmp_path: Path):
     r = cli("evaluate", str(res.run_dir), "--protocols", "knn,linear", "--labels-per-class", "5,all", "--seeds", "0,1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| knn |" in r.stdout and (res.run_dir / "eval" / "eval.json").is_file()
+    # piped: one line per finished cell, (5 labels/class x 2 seeds + all labels) x (knn, linear)
+    cells = [line for line in r.stderr.splitlines() if line.startswith("eval ")]
+    assert [c.split(":")[0] for c in cells] == [f"eval {i}/6" for i in range(1, 7)], r.stderr[-2000:]
+    assert all("top-1" in c and "\r" not in c for c in cells) and "5 labels/class, seed 1" in r.stderr
     bad = cli("evaluate", str(res.run_dir), "--labels-per-class", "five")
     assert bad.returncode == 2 and "--labels-per-class" in bad.stderr and "Traceback" not in bad.stderr
 

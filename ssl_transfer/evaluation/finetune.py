@@ -143,10 +143,12 @@ def train_classifier(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    on_epoch: Callable[[int, int], None] | None = None,
 ) -> tuple[Classifier, dict]:
     """The training half of :func:`finetune`: a copy of ``encoder`` + a linear head trained on ``train_set`` with
     ``strategy``. Returns the trained :class:`Classifier` and a dict of its setup (strategy, frozen blocks, lr
-    groups, steps, final train loss). The caller's encoder is never modified."""
+    groups, steps, final train loss). The caller's encoder is never modified. ``on_epoch(epoch, epochs)`` is
+    called as each pass over ``train_set`` starts (progress output)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     enc = reinitialized(encoder, seed) if strategy == "scratch" else copy.deepcopy(encoder)
@@ -161,7 +163,10 @@ def train_classifier(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warm, "cosine", 0.0))
     last_loss = float("nan")
     step = 0
+    passes = math.ceil(total / per_epoch)
     while step < total:
+        if on_epoch is not None:
+            on_epoch(step // per_epoch + 1, passes)
         model.train()
         if strategy == "head":
             model.encoder.eval()

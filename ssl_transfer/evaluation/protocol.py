@@ -18,6 +18,7 @@ from ssl_transfer.evaluation.features import FeatureCache, extract_features
 from ssl_transfer.evaluation.finetune import finetune
 from ssl_transfer.evaluation.knn import knn_classify
 from ssl_transfer.evaluation.linear import linear_probe
+from ssl_transfer.evaluation.progress import EvalProgress
 from ssl_transfer.evaluation.subsets import per_class_subset
 from ssl_transfer.export import Encoder
 
@@ -120,6 +121,11 @@ def evaluate(
     y_all = bundle.train.labels if isinstance(bundle.train, ArrayDataset) else torch.as_tensor(bundle.train.labels)
     num_classes = bundle.num_classes or int(y_all.max()) + 1
     rows: list[dict] = []
+    per_seed: list[str] = [p for p in protocols if p in ("knn", "linear")]
+    per_seed += [f"finetune:{s}" for s in ft.strategies] if "finetune" in protocols else []
+    per_seed += ["scratch"] if "scratch" in protocols else []
+    progress = EvalProgress(sum(len(seeds) if n is not None else 1 for n in labels_per_class) * len(per_seed))
+    progress.start()  # after feature extraction: each cell's seconds are its own
     for n in labels_per_class:
         for seed in seeds if n is not None else seeds[:1]:
             idx = per_class_subset(y_all, n, seed)
@@ -132,6 +138,7 @@ def evaluate(
                         **knn_classify(f_tr[idx], y_tr[idx], f_te, y_te, knn_opts.k, knn_opts.temperature),
                     }
                 )
+                progress.cell_done(rows[-1])
             if "linear" in protocols:
                 rows.append(
                     {
@@ -140,6 +147,7 @@ def evaluate(
                         **linear_probe(f_tr[idx], y_tr[idx], f_te, y_te, l2s=lin.l2, max_iter=lin.max_iter, seed=seed),
                     }
                 )
+                progress.cell_done(rows[-1])
             sub = take(bundle.train, idx) if ("finetune" in protocols or "scratch" in protocols) else None
             runs = [f"finetune:{s}" for s in ft.strategies] if "finetune" in protocols else []
             runs += ["scratch"] if "scratch" in protocols else []
@@ -160,8 +168,10 @@ def evaluate(
                     warmup_epochs=ft.warmup_epochs,
                     seed=seed,
                     device=device,
+                    on_epoch=lambda e, total, run=run, n=n, seed=seed: progress.epoch(run, n, seed, e, total),
                 )
                 rows.append({"protocol": run, **base, **res})
+                progress.cell_done(rows[-1])
     result = {
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,
         "encoder_meta": {k_: enc.meta.get(k_) for k_ in ("backbone", "method", "embed_dim")},

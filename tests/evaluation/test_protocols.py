@@ -199,3 +199,26 @@ def test_evaluator_defaults_are_the_recipe_defaults(tmp_path: Path):
     assert [row["protocol"] for row in r["rows"]] == EvalConfig().protocols
     with pytest.raises(RecipeError, match=r"eval\.knn\.k"):
         evaluate(enc, {"source": "digits"}, knn={"k": 0})
+
+
+def test_eval_progress_lines_and_live_epochs_on_a_terminal():
+    import io
+
+    from ssl_transfer.evaluation.progress import EvalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    piped, tty = io.StringIO(), Tty()
+    for stream in (piped, tty):
+        p = EvalProgress(2, stream)
+        p.epoch("finetune:full", 10, 1, 3, 20)
+        p.cell_done({"protocol": "finetune:full", "labels_per_class": 10, "seed": 1, "top1": 0.5})
+        p.cell_done({"protocol": "knn", "labels_per_class": None, "seed": 0, "top1": 0.25})
+    lines = piped.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "eval 1/2: finetune:full, 10 labels/class, seed 1: top-1 50.00%",
+        "eval 2/2: knn, all labels, seed 0: top-1 25.00%",
+    ]
+    assert "epoch 3/20" in tty.getvalue() and "epoch" not in piped.getvalue()
