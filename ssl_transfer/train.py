@@ -21,11 +21,11 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_train_loader
-from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.data.datasets import ArrayDataset
 from ssl_transfer.data.sampler import GlobalBatchSampler
-from ssl_transfer.data.views import build_noise_only, build_pil_views, build_view_augments
+from ssl_transfer.data.views import training_views
 from ssl_transfer.errors import NonFiniteError, Stopped, UserError
-from ssl_transfer.export import default_export_path, encoder_meta, export_encoder, exportable, save_encoder
+from ssl_transfer.export import default_export_path, export_encoder, save_run_encoder
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.base import PretextMethod
 from ssl_transfer.recipe import Recipe, TrainerConfig, load_recipe
@@ -42,7 +42,7 @@ from ssl_transfer.training.performance import (
     to_contiguous,
     uncompile,
 )
-from ssl_transfer.training.plots import plot_loss_curve, plot_monitor
+from ssl_transfer.training.plots import first_images, plot_loss_curve, plot_monitor
 from ssl_transfer.training.stop import StopOnSignal, signal_name
 
 log = logging.getLogger("ssl_transfer")
@@ -133,6 +133,17 @@ def _check_run_dir(recipe: Recipe, resume: bool, overwrite: bool) -> Path:
             f"run dir {run_dir} exists; pass --resume to continue it, --overwrite to replace it, or name=<new name>"
         )
     return run_dir
+
+
+def _check_eval_data(recipe: Recipe, data: DataBundle) -> None:
+    """Fail before training when the evaluation that follows pretraining (``run``) would find no test split."""
+    if data.test is None and recipe.eval.data is None:
+        raise UserError(
+            f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
+            "(npz: x_test/y_test; imagefolder: data.test_root); or set eval.data to evaluate on other data"
+        )
+    if recipe.eval.data is not None and build_data(recipe.eval.data).test is None:
+        raise UserError(f"eval.data (source {recipe.eval.data.source}) has no test split to evaluate on")
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -255,13 +266,8 @@ def pretrain(
     # verified before any work; previous.ckpt (with a warning) when last.ckpt is damaged
     resume_from, resume_step = resume_checkpoint(last_checkpoint(run_dir)) if resume else (None, 0)
     data = build_data(recipe.data)  # bad data fails here, before an existing run dir is touched
-    if require_test and data.test is None and recipe.eval.data is None:
-        raise UserError(
-            f"data.source={recipe.data.source} has no test split, which the evaluation after pretraining needs "
-            "(npz: x_test/y_test; imagefolder: data.test_root); or set eval.data to evaluate on other data"
-        )
-    if require_test and recipe.eval.data is not None and build_data(recipe.eval.data).test is None:
-        raise UserError(f"eval.data (source {recipe.eval.data.source}) has no test split to evaluate on")
+    if require_test:
+        _check_eval_data(recipe, data)
     _prepare_run_dir(run_dir, resume, overwrite)
     if launch_rank_zero():
         recipe.save(run_dir / "recipe.yaml")
@@ -277,27 +283,8 @@ def pretrain(
         to_channels_last(method)
     if recipe.trainer.compile:
         compile_children(method)
-    train_set = data.train
-    if recipe.augment.backend == "pil":
-        if not isinstance(train_set, FileDataset):
-            raise UserError(
-                f"augment.backend=pil is for imagefolder data; data.source={recipe.data.source} is augmented in "
-                "batches on the device"
-            )
-        train_set = train_set.with_transform(
-            build_pil_views(recipe.augment, data.channels, data.image_size, method.num_views)
-        )
-        augments = build_noise_only(recipe.augment, data.channels, data.image_size)
-    else:
-        augments = build_view_augments(recipe.augment, data.channels, data.image_size)
-    plot_images = None
-    if recipe.logging.plots:
-        n_plot = min(8, len(data.train))
-        plot_images = (
-            data.train.images[:n_plot]
-            if isinstance(data.train, ArrayDataset)
-            else torch.stack([data.train[i][0] for i in range(n_plot)])
-        )
+    train_set, augments = training_views(recipe.augment, data, method.num_views)
+    plot_images = first_images(data.train, 8) if recipe.logging.plots else None
     loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
     module = PretrainModule(
         method,
@@ -322,6 +309,32 @@ def pretrain(
         truncate_after(run_dir / "metrics.jsonl", resume_step)  # records past the checkpoint will be logged again
     trainer = build_trainer(recipe, run_dir, callbacks=callbacks, precision=precision)
     try:
+        _fit(trainer, module, loader, resume_from, ckpt_path, run_dir)
+    finally:
+        _finish_wandb(recipe)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    to_contiguous(uncompile(method))
+    if trainer.is_global_zero:
+        save_run_encoder(run_dir, recipe, backbone, method, data, metrics)
+        if recipe.logging.plots:
+            plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
+            if monitor is not None:
+                plot_monitor(run_dir / "metrics.jsonl", run_dir / "plots" / "monitor.png")
+    return RunResult(run_dir, metrics, data, precision)
+
+
+def _fit(
+    trainer: pl.Trainer,
+    module: PretrainModule,
+    loader: Any,
+    resume_from: Path | None,
+    ckpt_path: Path,
+    run_dir: Path,
+) -> None:
+    """``trainer.fit`` without Lightning's warnings that do not apply here; a non-finite loss names the last good
+    checkpoint, a SIGTERM/SIGINT becomes :class:`Stopped` with the command that resumes."""
+    try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -330,7 +343,7 @@ def pretrain(
             warnings.filterwarnings(
                 "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
             )
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume else None)
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume_from) if resume_from else None)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}; {_last_good(ckpt_path)}", e.step) from None
     except SystemExit:  # Lightning's SIGTERMException after the step in flight
@@ -344,32 +357,6 @@ def pretrain(
             stop.signum,
             step,
         ) from None
-    finally:
-        _finish_wandb(recipe)
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    to_contiguous(uncompile(method))
-    if trainer.is_global_zero:
-        exported, head = exportable(backbone, method.export_head())
-        meta = encoder_meta(
-            recipe.backbone.name,
-            recipe.backbone.kwargs,
-            int(cast(Any, exported).embed_dim),
-            data.input_shape,
-            data.mean,
-            data.std,
-            head,
-            method=recipe.method.name,
-            data=data.describe(),
-            recipe=recipe.to_dict(),
-            train_metrics=metrics,
-        )
-        save_encoder(exported, run_dir / "encoder.safetensors", meta)
-        if recipe.logging.plots:
-            plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "plots" / "loss.png")
-            if monitor is not None:
-                plot_monitor(run_dir / "metrics.jsonl", run_dir / "plots" / "monitor.png")
-    return RunResult(run_dir, metrics, data, precision)
 
 
 def build_monitor(recipe: Recipe, data: DataBundle, run_dir: Path) -> Monitor | None:

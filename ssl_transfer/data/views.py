@@ -7,13 +7,18 @@ images in [0, 1] of shape (B, C, H, W) and samples its parameters per image.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
 
 from ssl_transfer.data.augment_spec import AugmentConfig
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.errors import UserError
+
+if TYPE_CHECKING:
+    from ssl_transfer.data.loading import DataBundle
 
 
 class GaussianNoise(nn.Module):
@@ -168,3 +173,20 @@ def build_noise_only(cfg: AugmentConfig, channels: int, image_size: tuple[int, i
     return [
         build_augment(AugmentConfig(noise_std=cfg.view_config(i).noise_std), channels, image_size) for i in range(n)
     ]
+
+
+def training_views(
+    cfg: AugmentConfig, data: DataBundle, num_views: int
+) -> tuple[ArrayDataset | FileDataset, list[Augment]]:
+    """The training set and the batched augmentations of each view, for ``cfg.backend``: ``batched`` keeps the
+    dataset and augments on the device; ``pil`` (image folders only) gives the dataset per-image views and leaves
+    only additive noise to the batch."""
+    if cfg.backend != "pil":
+        return data.train, build_view_augments(cfg, data.channels, data.image_size)
+    if not isinstance(data.train, FileDataset):
+        raise UserError(
+            f"augment.backend=pil is for imagefolder data; data.source={data.source} is augmented in batches on "
+            "the device"
+        )
+    views = build_pil_views(cfg, data.channels, data.image_size, num_views)
+    return data.train.with_transform(views), build_noise_only(cfg, data.channels, data.image_size)

@@ -10,6 +10,7 @@ from ssl_transfer.export.encoder import (
     package_versions,
     rebuild_backbone,
     save_encoder,
+    save_run_encoder,
 )
 from ssl_transfer.export.formats import (
     FORMATS,
@@ -29,6 +30,7 @@ __all__ = [
     "package_versions",
     "rebuild_backbone",
     "save_encoder",
+    "save_run_encoder",
     "FORMATS",
     "ExportError",
     "ExportResult",

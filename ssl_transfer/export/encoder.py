@@ -11,7 +11,7 @@ import platform
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from PIL import Image
@@ -21,6 +21,11 @@ from torch import Tensor, nn
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data.datasets import convert_channels, resize_uint8
 from ssl_transfer.errors import UserError
+
+if TYPE_CHECKING:
+    from ssl_transfer.data.loading import DataBundle
+    from ssl_transfer.methods.base import PretextMethod
+    from ssl_transfer.recipe import Recipe
 
 FORMAT_VERSION = 1
 
@@ -196,3 +201,24 @@ def load_safetensors_encoder(path: str | Path, meta: dict[str, Any]) -> nn.Modul
         )
     load_model(backbone, str(path), strict=True)
     return backbone
+
+
+def save_run_encoder(
+    run_dir: Path, recipe: Recipe, backbone: nn.Module, method: PretextMethod, data: DataBundle, metrics: dict
+) -> None:
+    """Write the trained encoder (with the method's export head, if any) and its metadata into the run dir."""
+    exported, head = exportable(backbone, method.export_head())
+    meta = encoder_meta(
+        recipe.backbone.name,
+        recipe.backbone.kwargs,
+        int(cast(Any, exported).embed_dim),
+        data.input_shape,
+        data.mean,
+        data.std,
+        head,
+        method=recipe.method.name,
+        data=data.describe(),
+        recipe=recipe.to_dict(),
+        train_metrics=metrics,
+    )
+    save_encoder(exported, run_dir / "encoder.safetensors", meta)

@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.training.metrics_log import read_metrics
+
+
+def first_images(ds: ArrayDataset | FileDataset, n: int) -> Tensor:
+    """The first ``n`` images of ``ds`` as uint8 (n, C, H, W): the fixed images the run's plots show."""
+    n = min(n, len(ds))
+    return ds.images[:n] if isinstance(ds, ArrayDataset) else torch.stack([ds[i][0] for i in range(n)])
 
 
 def save_grid(images: Tensor, mean: Sequence[float], std: Sequence[float], path: str | Path, nrow: int) -> Path:
