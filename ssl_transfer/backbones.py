@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_transfer.backbone_names import CIFAR_RESNETS, SMALL_CNN_WIDTHS
 from ssl_transfer.errors import UserError
 from ssl_transfer.registry import Registry
 
@@ -56,9 +57,14 @@ class SmallCNN(nn.Module):
 
 
 SMALL_CNNS: Registry[Callable[[int], SmallCNN]] = Registry("small CNN")
-SMALL_CNNS.register("cnn_tiny")(lambda in_chans: SmallCNN((16, 32, 64), in_chans))
-SMALL_CNNS.register("cnn_small")(lambda in_chans: SmallCNN((32, 64, 128), in_chans))
-SMALL_CNNS.register("cnn_base")(lambda in_chans: SmallCNN((64, 128, 256), in_chans))
+
+
+def _small_cnn(widths: tuple[int, int, int]) -> Callable[[int], SmallCNN]:
+    return lambda in_chans: SmallCNN(widths, in_chans)
+
+
+for _name, _widths in SMALL_CNN_WIDTHS.items():
+    SMALL_CNNS.register(_name)(_small_cnn(_widths))
 
 
 class TimmBackbone(nn.Module):
@@ -114,8 +120,6 @@ def check_backbone_name(name: str) -> None:
 
 def list_backbones() -> list[str]:
     """The small CNNs and the CIFAR ResNets (registered with timm); any name from ``timm.list_models()`` works too."""
-    from ssl_transfer.timm_models import CIFAR_RESNETS
-
     return [*SMALL_CNNS.names(), *CIFAR_RESNETS]
 
 

@@ -195,23 +195,18 @@ def cmd_list(args: argparse.Namespace) -> int:
         found = registered_in_source(Path(__file__).parent / "methods", "METHODS")
         rows = sorted(found.items())
     elif args.what == "backbones":
-        import timm
+        from ssl_transfer.backbone_names import CIFAR_RESNETS, SMALL_CNN_WIDTHS
 
-        from ssl_transfer.backbones import SMALL_CNNS
-        from ssl_transfer.timm_models import CIFAR_RESNETS
-
-        rows = [(n, f"small CNN, embed_dim {SMALL_CNNS.get(n)(1).embed_dim}, for 8-32 px inputs") for n in SMALL_CNNS]
+        rows = [(n, f"small CNN, embed_dim {w[-1]}, for 8-32 px inputs") for n, w in SMALL_CNN_WIDTHS.items()]
         rows += [
-            (n, f"timm ResNet-{n[6:8]} with a 3x3 stride-1 stem and no max-pool, for 32 px inputs")
-            for n in CIFAR_RESNETS
+            (n, f"timm ResNet-{n[6:8]} with a 3x3 stride-1 stem and no max-pool, embed_dim {d}, for 32 px inputs")
+            for n, d in CIFAR_RESNETS.items()
         ]
-        rows.append(
-            ("<timm name>", f"any of timm's {len(timm.list_models())} models, e.g. resnet18, vit_tiny_patch16_224")
-        )
+        rows.append(("<timm name>", "any model of timm.list_models(), e.g. resnet18, vit_tiny_patch16_224"))
     elif args.what == "datasets":
-        from ssl_transfer.data import SOURCES
+        from ssl_transfer.registry import calls_in_source
 
-        rows = [(n, SOURCES.get(n).description) for n in SOURCES]
+        rows = list(calls_in_source(Path(__file__).parent / "data" / "sources.py", "source").items())
     elif args.what == "fields":
         from ssl_transfer.recipe import describe_fields
 

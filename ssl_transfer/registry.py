@@ -6,7 +6,7 @@ import ast
 import difflib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -85,3 +85,20 @@ def registered_in_source(package_dir: Path, registry: str) -> dict[str, str]:
                 ):
                     found[str(dec.args[0].value)] = ((ast.get_docstring(node) or "").strip().splitlines() or [""])[0]
     return found
+
+
+def calls_in_source(path: Path, func: str) -> dict[str, str]:
+    """``{first argument: second argument}`` of every ``func("name", "description", ...)`` call in the file at
+    ``path`` (as a decorator or plainly), in file order, read with ``ast`` without importing the file."""
+    found: list[tuple[int, str, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == func
+            and len(node.args) >= 2
+            and all(isinstance(a, ast.Constant) for a in node.args[:2])
+        ):
+            name, text = (str(cast(ast.Constant, a).value) for a in node.args[:2])
+            found.append((node.lineno, name, text))
+    return {name: text for _, name, text in sorted(found)}  # in file order

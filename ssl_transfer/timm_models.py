@@ -16,10 +16,10 @@ from timm.models import build_model_with_cfg, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 
+from ssl_transfer.backbone_names import SMALL_CNN_WIDTHS
 from ssl_transfer.backbones import SmallCNN
 
-CIFAR_RESNETS = ("resnet18_cifar", "resnet50_cifar")
-WIDTHS = {"cnn_tiny": (16, 32, 64), "cnn_small": (32, 64, 128), "cnn_base": (64, 128, 256)}
+WIDTHS = SMALL_CNN_WIDTHS
 
 
 class TimmSmallCNN(SmallCNN):

@@ -37,11 +37,29 @@ def test_method_index_read_from_source_equals_the_registry():
     assert index == {n: (methods.METHODS.get(n).__doc__ or "").strip().splitlines()[0] for n in methods.METHODS}
 
 
-def test_list_methods_imports_no_torch():
+def test_list_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys\nfrom ssl_transfer.cli import main\nmain(['list', 'methods'])\nprint('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.split()[0] == "ae"
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    for what in ("methods", "backbones", "datasets", "recipes"):
+        code = f"import sys\nfrom ssl_transfer.cli import main\nmain(['list', '{what}'])\nprint('torch' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and len(out.stdout.splitlines()) > 3, (what, out.stderr[-500:])
+        assert out.stdout.strip().splitlines()[-1] == "False", what
+
+
+def test_source_index_and_backbone_names_equal_their_registries():
+    from pathlib import Path
+
+    import timm
+
+    import ssl_transfer.data.sources as sources
+    from ssl_transfer.backbone_names import CIFAR_RESNETS, SMALL_CNN_WIDTHS
+    from ssl_transfer.backbones import SMALL_CNNS
+    from ssl_transfer.registry import calls_in_source
+
+    index = calls_in_source(Path(sources.__file__), "source")
+    assert index == {n: sources.SOURCES.get(n).description for n in sources.SOURCES}
+    assert sorted(SMALL_CNNS.names()) == sorted(SMALL_CNN_WIDTHS)
+    assert all(SMALL_CNNS.get(n)(3).embed_dim == w[-1] for n, w in SMALL_CNN_WIDTHS.items())
+    assert all(timm.create_model(n, num_classes=0).num_features == d for n, d in CIFAR_RESNETS.items())
