@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,17 +25,16 @@ def per_class_subset(labels: Tensor, n_per_class: int | None, seed: int) -> Tens
 
 
 def stratified_split(indices: Tensor, labels: Tensor, val_fraction: float, seed: int) -> tuple[Tensor, Tensor] | None:
-    """Split ``indices`` into (train, val) with ~``val_fraction`` of each class in val, at least one image of
-    each class on both sides; None when some class has fewer than 2 images."""
-    g = torch.Generator().manual_seed(seed)
-    tr, va = [], []
-    y = labels[indices]
-    for c in y.unique().tolist():
-        idx = indices[y == c]
-        if len(idx) < 2:
-            return None
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = min(len(idx) - 1, max(1, round(val_fraction * len(idx))))
-        va.append(idx[:n_val])
-        tr.append(idx[n_val:])
-    return torch.cat(tr).sort().values, torch.cat(va).sort().values
+    """Split ``indices`` into sorted (train, val) with ~``val_fraction`` of each class in val (scikit-learn's
+    stratified ``train_test_split``; at least one image per class in val overall), or None when some class has
+    fewer than 2 images."""
+    from sklearn.model_selection import train_test_split
+
+    y = labels[indices].numpy()
+    _, counts = np.unique(y, return_counts=True)
+    if (counts < 2).any():
+        return None
+    k = len(counts)
+    n_val = min(len(y) - k, max(k, round(val_fraction * len(y))))
+    tr, va = train_test_split(indices.numpy(), test_size=n_val, stratify=y, random_state=seed)
+    return torch.as_tensor(np.sort(tr)), torch.as_tensor(np.sort(va))

@@ -150,6 +150,8 @@ def test_label_subsets_and_splits():
     assert len(per_class_subset(y, None, 0)) == 85
     tr, va = stratified_split(idx, y, 0.2, 0)
     assert set(tr.tolist()).isdisjoint(va.tolist()) and len(tr) + len(va) == len(idx)
+    assert y[va].unique().tolist() == [0, 1, 2] and len(va) == 5  # every class on the validation side, 20%
+    assert torch.equal(stratified_split(idx, y, 0.2, 0)[1], va)  # seeded
     assert stratified_split(per_class_subset(y, 1, 0), y, 0.2, 0) is None
 
 
