@@ -4,7 +4,6 @@ images (B, C, H, W) to pooled features (B, embed_dim)."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -13,7 +12,6 @@ from torch import Tensor, nn
 
 from ssl_transfer.backbone_names import CIFAR_RESNETS, SMALL_CNN_WIDTHS
 from ssl_transfer.errors import UserError
-from ssl_transfer.registry import Registry
 
 
 class BackboneError(UserError):
@@ -47,6 +45,10 @@ class SmallCNN(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """timm's parameter grouping (``timm.models.group_parameters``): one group per stage, input to output."""
+        return {"stem": r"^stages\.0\.", "blocks": r"^stages\.(\d+)\."}
+
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> feature map (B, embed_dim, ceil(H/4), ceil(W/4))."""
         return self.stages(x)
@@ -54,17 +56,6 @@ class SmallCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, embed_dim)."""
         return self.pool(self.forward_features(x)).flatten(1)
-
-
-SMALL_CNNS: Registry[Callable[[int], SmallCNN]] = Registry("small CNN")
-
-
-def _small_cnn(widths: tuple[int, int, int]) -> Callable[[int], SmallCNN]:
-    return lambda in_chans: SmallCNN(widths, in_chans)
-
-
-for _name, _widths in SMALL_CNN_WIDTHS.items():
-    SMALL_CNNS.register(_name)(_small_cnn(_widths))
 
 
 class TimmBackbone(nn.Module):
@@ -108,19 +99,19 @@ def check_backbone_name(name: str) -> None:
     """Raise ValueError (listing choices) unless ``name`` is a small CNN or a timm model."""
     timm = timm_with_ours()
 
-    if name in SMALL_CNNS or timm.is_model(name):
+    if timm.is_model(name):
         return
-    close = difflib.get_close_matches(name, list(SMALL_CNNS.names()) + list(_timm_names()), n=3)
+    close = difflib.get_close_matches(name, list(SMALL_CNN_WIDTHS) + list(_timm_names()), n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     raise ValueError(
-        f"unknown backbone {name!r}{hint}; small CNNs: {', '.join(SMALL_CNNS.names())}, or any timm model name "
+        f"unknown backbone {name!r}{hint}; small CNNs: {', '.join(SMALL_CNN_WIDTHS)}, or any timm model name "
         "(timm.list_models())"
     )
 
 
 def list_backbones() -> list[str]:
     """The small CNNs and the CIFAR ResNets (registered with timm); any name from ``timm.list_models()`` works too."""
-    return [*SMALL_CNNS.names(), *CIFAR_RESNETS]
+    return [*SMALL_CNN_WIDTHS, *CIFAR_RESNETS]
 
 
 def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kwargs: dict[str, Any]) -> TimmBackbone:
@@ -142,21 +133,23 @@ def _create_timm(name: str, in_chans: int, image_size: int, pretrained: bool, kw
 def build_backbone(
     name: str, input_shape: tuple[int, int, int], pretrained: bool = False, kwargs: dict[str, Any] | None = None
 ) -> nn.Module:
-    """Create backbone ``name`` for inputs of ``input_shape`` = (C, H, W); the result has ``embed_dim``.
+    """Create backbone ``name`` for inputs of ``input_shape`` = (C, H, W) with ``timm.create_model(name,
+    num_classes=0, ...)``; the result maps (B, C, H, W) to (B, embed_dim). Our small CNNs come back as they are
+    (state-dict keys ``stages.*``), other timm models inside :class:`TimmBackbone` (keys ``model.*``).
 
     A dry forward pass on one zero image checks that the backbone accepts the shape.
     """
     kwargs = dict(kwargs or {})
     c, h, w = input_shape
-    if name in SMALL_CNNS:
+    try:
+        check_backbone_name(name)
+    except ValueError as e:
+        raise BackboneError(str(e)) from None
+    if name in SMALL_CNN_WIDTHS:  # registered with timm, built by it like any timm model; no wrapper
         if kwargs or pretrained:
             raise BackboneError(f"backbone {name!r} takes no kwargs and has no pretrained weights")
-        model: nn.Module = SMALL_CNNS.get(name)(c)
+        model: nn.Module = timm_with_ours().create_model(name, num_classes=0, in_chans=c)
     else:
-        try:
-            check_backbone_name(name)
-        except ValueError as e:
-            raise BackboneError(str(e)) from None
         try:
             model = _create_timm(name, c, h, pretrained, kwargs)
         except TypeError as e:

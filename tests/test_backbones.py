@@ -4,10 +4,11 @@ import sys
 import pytest
 import torch
 
-from ssl_transfer.backbones import SMALL_CNNS, BackboneError, build_backbone
+from ssl_transfer.backbone_names import SMALL_CNN_WIDTHS
+from ssl_transfer.backbones import BackboneError, build_backbone
 
 
-@pytest.mark.parametrize("name", SMALL_CNNS.names())
+@pytest.mark.parametrize("name", list(SMALL_CNN_WIDTHS))
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (3, 17, 23)])
 def test_small_cnns_embed_any_small_shape(name, shape):
     m = build_backbone(name, shape)
@@ -18,6 +19,21 @@ def test_small_cnns_embed_any_small_shape(name, shape):
 def test_small_cnn_widths_are_distinct():
     dims = [build_backbone(n, (1, 8, 8)).embed_dim for n in ("cnn_tiny", "cnn_small", "cnn_base")]
     assert dims == [64, 128, 256]
+
+
+def test_every_backbone_comes_from_timm_with_its_name_and_groups():
+    # The small CNNs were built outside timm (a second registry), so the timm export guessed their name from the
+    # conv widths and the LLRD blocks branched on the class. Now timm builds every backbone: its pretrained_cfg
+    # names the architecture and its group_matcher gives the blocks.
+    from timm.models import group_parameters
+
+    for name, shape in [("cnn_tiny", (1, 8, 8)), ("resnet18_cifar", (3, 32, 32))]:
+        m = build_backbone(name, shape)
+        model = getattr(m, "model", m)
+        assert model.pretrained_cfg["architecture"] == name
+        groups = group_parameters(model, model.group_matcher(coarse=True))
+        assert sum(len(v) for v in groups.values()) == len(list(model.parameters())) and len(groups) >= 3
+    assert "model" not in dict(build_backbone("cnn_tiny", (1, 8, 8)).named_children())  # keys stay stages.*
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """An encoder's parameters in blocks ordered from input to output, for freezing and layer-wise lr decay.
 
-Our small CNNs give their stages; timm models their ``group_matcher`` groups (timm's public
+Every timm model (our small CNNs and CIFAR ResNets included) gives its ``group_matcher`` groups (timm's public
 ``group_parameters``); a linear head after the backbone (VAE mean) is the last block; any other module falls
 back to its top-level children that hold parameters.
 """
@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from torch import nn
 
-from ssl_transfer.backbones import SmallCNN, TimmBackbone
+from ssl_transfer.backbones import TimmBackbone
 
 
 def _prefixed(blocks: list[list[str]], prefix: str) -> list[list[str]]:
@@ -28,8 +28,6 @@ def encoder_blocks(module: nn.Module) -> list[list[str]]:
         return _prefixed(encoder_blocks(module.backbone), "backbone.") + [
             [f"head.{n}" for n, _ in module.head.named_parameters()]
         ]
-    if isinstance(module, SmallCNN):
-        return [[f"stages.{i}.{n}" for n, _ in stage.named_parameters()] for i, stage in enumerate(module.stages)]
     if isinstance(module, TimmBackbone):
         return _prefixed(encoder_blocks(module.model), "model.")
     if hasattr(module, "group_matcher"):

@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save_file, save_model
 from torch import Tensor, nn
 
-from ssl_transfer.backbones import SmallCNN, TimmBackbone
+from ssl_transfer.backbones import TimmBackbone
 from ssl_transfer.errors import UserError
 from ssl_transfer.export.encoder import Encoder, HeadedBackbone, load_safetensors_encoder
 from ssl_transfer.registry import Registry
@@ -217,20 +217,14 @@ def timm_state_dict(
 ) -> tuple[dict[str, Tensor], str, str | None, dict[str, Any], dict[str, Any]]:
     """(state dict in timm's key names, model name, classifier name, model_args, base pretrained_cfg)."""
     backbone, head = _timm_parts(module)
-    if isinstance(backbone, TimmBackbone):
-        sd = {k: v for k, v in backbone.model.state_dict().items()}
-        cfg = dict(backbone.model.pretrained_cfg)
-        name = str(cfg.get("architecture") or type(backbone.model).__name__)
-        model_args = {k: v for k, v in backbone.create_args.items() if k not in ("num_classes", "pretrained")}
-    elif isinstance(backbone, SmallCNN):
-        from ssl_transfer import timm_models
-
-        sd = dict(backbone.state_dict())
-        name = next(n for n, w in timm_models.WIDTHS.items() if w == backbone.widths)
-        cfg = dict(timm_models.default_cfgs[name])
-        model_args = {"in_chans": backbone.in_chans}
-    else:
-        raise ExportError(f"timm export needs a small CNN or a timm backbone, not {type(backbone).__name__}")
+    model = backbone.model if isinstance(backbone, TimmBackbone) else backbone
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    if not cfg.get("architecture"):
+        raise ExportError(f"timm export needs a model built by timm.create_model, not {type(backbone).__name__}")
+    sd = dict(model.state_dict())
+    name = str(cfg["architecture"])
+    args = backbone.create_args if isinstance(backbone, TimmBackbone) else {"in_chans": getattr(model, "in_chans", 3)}
+    model_args = {k: v for k, v in args.items() if k not in ("num_classes", "pretrained")}
     classifier = cfg.get("classifier")
     if head is not None:
         if not isinstance(classifier, str):
