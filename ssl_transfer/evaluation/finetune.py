@@ -18,6 +18,8 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from timm.models import group_parameters
+from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
 from ssl_transfer.data import make_loader
@@ -41,6 +43,13 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """timm's grouping interface: parameter name -> block index, the encoder's blocks input to output
+        (:func:`encoder_blocks`), then the head as the last block."""
+        blocks = encoder_blocks(self.encoder)
+        index = {f"encoder.{n}": i for i, block in enumerate(blocks) for n in block}
+        return lambda name: index.get(name, len(blocks))
 
 
 def reinitialized(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -75,17 +84,14 @@ def setup_strategy(
     for block in blocks[:frozen]:
         for name in block:
             params[name].requires_grad_(False)
-    groups: list[dict[str, Any]] = []
-    for i, block in enumerate(blocks[frozen:], start=frozen):
-        scale = layer_decay ** (n - i) if strategy == "llrd" else 1.0
-        ps = [params[name] for name in block]
-        groups.append(
-            {"params": [p for p in ps if p.ndim > 1], "lr": lr * scale, "weight_decay": weight_decay, "block": i}
-        )
-        groups.append({"params": [p for p in ps if p.ndim <= 1], "lr": lr * scale, "weight_decay": 0.0, "block": i})
-    groups.append({"params": [model.head.weight], "lr": lr, "weight_decay": weight_decay, "block": n})
-    groups.append({"params": [model.head.bias], "lr": lr, "weight_decay": 0.0, "block": n})
-    groups = [g for g in groups if g["params"]]
+    # timm's BEiT-style groups: block i of n scaled by layer_decay^(n - i), the head by 1; no decay on 1-d params
+    groups = param_groups_layer_decay(model, weight_decay, layer_decay=layer_decay if strategy == "llrd" else 1.0)
+    for g in groups:
+        g["lr"] = lr * g.pop("lr_scale")
+    layer = group_parameters(model, model.group_matcher(), reverse=True)
+    name_of = {id(p): name for name, p in model.named_parameters()}
+    for g in groups:
+        g["block"] = layer[name_of[id(g["params"][0])]]
     opt = torch.optim.AdamW(groups, lr=lr)
     info = {
         "strategy": strategy,
