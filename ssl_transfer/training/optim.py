@@ -1,12 +1,13 @@
-"""Optimizers and the per-step learning-rate schedule (linear warm-up, then cosine or constant)."""
+"""Optimizers and the per-step learning-rate schedule (linear warm-up, then cosine or constant) shared by
+pretraining and fine-tuning."""
 
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 import torch
+from lightly.utils.scheduler import cosine_warmup_schedule
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
@@ -72,14 +73,12 @@ class _Params(nn.Module):
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
+    """Multiplier of the base lr at optimizer step ``step`` (0-based): lightly's ``cosine_warmup_schedule`` (the
+    schedule of lightly's benchmarks): linear warm-up from 1/warmup_steps to 1, then a cosine down to
+    ``min_lr_ratio`` at the last step, or 1 throughout for ``schedule="constant"``."""
     if schedule == "constant":
-        return 1.0
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return (step + 1) / warmup_steps if step < warmup_steps else 1.0
+    return float(cosine_warmup_schedule(step, max(1, total_steps), 1.0, min_lr_ratio, warmup_steps, 0.0))
 
 
 def warmup_steps(
