@@ -14,28 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_transfer.data.datasets import load_image
-from ssl_transfer.data.sources import DataError, list_images, readable_images
+from ssl_transfer.data.datasets import UNREADABLE, FileDataset
+from ssl_transfer.data.sources import list_images, readable_images
 from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.export.encoder import Encoder
-
-
-class _Images(torch.utils.data.Dataset):
-    """(uint8 image (C, H, W), readable) per file; unreadable files give zeros and False (or raise, on "error")."""
-
-    def __init__(self, files: list[str], channels: int, size: tuple[int, int], on_error: str) -> None:
-        self.files, self.channels, self.size, self.on_error = files, channels, size, on_error
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
-        try:
-            return load_image(self.files[i], self.channels, self.size), True
-        except Exception as e:
-            if self.on_error != "skip":
-                raise DataError(f"cannot read image {self.files[i]} ({type(e).__name__}: {e})") from None
-            return torch.zeros(self.channels, *self.size, dtype=torch.uint8), False
 
 
 @dataclass
@@ -71,7 +53,9 @@ def embed_folder(
     enc = enc.to(dev).eval()
     found = list_images(root, recursive=True)
     files, _, skipped = readable_images(found, [-1] * len(found), f"images_dir={root}", bad_images)
-    ds = _Images(files, enc.preprocess.channels, enc.preprocess.size, bad_images)
+    # the training's image-file dataset; a file that passed the scan but fails to decode keeps its row (marked)
+    on_error = "mark" if bad_images == "skip" else "error"
+    ds = FileDataset(files, [-1] * len(files), enc.preprocess.channels, enc.preprocess.size, on_error=on_error)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"
     )
@@ -82,12 +66,12 @@ def embed_folder(
     i = 0
     ok = np.ones(len(files), dtype=bool)
     with torch.no_grad():
-        for images, good in loader:
+        for images, labels in loader:
             x = enc.preprocess(images.to(dev, non_blocking=True))
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 z = enc(x)
             array[i : i + len(z)] = z.float().cpu().numpy()
-            ok[i : i + len(z)] = good.numpy()
+            ok[i : i + len(z)] = (labels != UNREADABLE).numpy()
             i += len(z)
     array.flush()
     del array

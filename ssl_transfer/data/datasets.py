@@ -132,13 +132,19 @@ class UnreadableImageError(UserError, OSError):
     """An image file that passed the scan could not be decoded (``data.bad_images=error``)."""
 
 
+UNREADABLE = -2  # the label FileDataset(on_error="mark") gives a file it could not decode
+
+
 class FileDataset(Dataset):
-    """Images read from files on demand (image folders), converted and resized as they are read.
+    """Images read from files on demand (image folders, ``ssl-transfer embed``), converted and resized as they
+    are read.
 
     With ``transform`` (a callable on the PIL image, e.g. a multi-view augmentation) the image is handed to it
     at full resolution instead of being resized. A file that fails to decode (corrupt beyond what the scan
-    sees, e.g. a truncated JPEG) raises with its path (``on_error="error"``) or is replaced by the next
-    readable file and counted in ``read_failures`` (``"skip"``; per process when loaded by workers).
+    sees, e.g. a truncated JPEG) raises with its path (``on_error="error"``), is replaced by the next
+    readable file and counted in ``read_failures`` (``"skip"``, for training; per process when loaded by
+    workers), or keeps its place as a zero image labelled :data:`UNREADABLE` (``"mark"``, for embedding, where
+    row i must be file i).
     """
 
     def __init__(
@@ -171,10 +177,13 @@ class FileDataset(Dataset):
             try:
                 return self._read(j), torch.tensor(self.labels[j])
             except Exception as e:
+                if self.on_error == "mark":
+                    self.read_failures += 1
+                    return torch.zeros(self.channels, *self.size, dtype=torch.uint8), torch.tensor(UNREADABLE)
                 if self.on_error != "skip":
                     raise UnreadableImageError(
                         f"cannot read image {self.files[j]} ({type(e).__name__}: {e}); "
-                        "set data.bad_images=skip to skip such files"
+                        "set data.bad_images=skip (ssl-transfer embed: --bad-images skip) to skip such files"
                     ) from None
                 self.read_failures += 1
         raise UnreadableImageError(f"16 image files in a row from {self.files[i]} could not be read")

@@ -196,3 +196,24 @@ def test_embed_a_folder_of_images(runs, tmp_path: Path, capsys):
     assert torch.allclose(torch.from_numpy(emb), want, atol=1e-5)
 
     assert main(["embed", str(runs["cnn"]), str(root), "--out", str(tmp_path / "e2.npy"), "--bad-images", "error"]) == 2
+
+
+def test_embed_drops_a_file_that_passes_the_scan_but_fails_to_decode(runs, tmp_path: Path, capsys):
+    # a truncated JPEG passes PIL's verify() and fails only when decoded: its row is dropped, the others keep
+    # their files (the embed reads through the training's FileDataset, which marks it instead of substituting)
+    live = load_encoder(runs["cnn"])
+    root = tmp_path / "imgs"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    for n in ("1.jpg", "2.jpg", "3.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(root / n, quality=95)
+    data = (root / "2.jpg").read_bytes()
+    (root / "2.jpg").write_bytes(data[: len(data) // 2])
+    assert main(["embed", str(runs["cnn"]), str(root), "--out", str(tmp_path / "emb.npy")]) == 0
+    rows = (tmp_path / "emb.files.txt").read_text().splitlines()
+    info = json.loads((tmp_path / "emb.json").read_text())
+    assert rows == ["1.jpg", "3.jpg"] and info["skipped_files"] == [{"file": "2.jpg", "reason": "decoding failed"}]
+    want = live.embed([Image.open(root / r) for r in rows])
+    assert torch.allclose(torch.from_numpy(np.load(tmp_path / "emb.npy")), want, atol=1e-5)
+    assert main(["embed", str(runs["cnn"]), str(root), "--out", str(tmp_path / "e2.npy"), "--bad-images", "error"]) == 2
+    assert "2.jpg" in capsys.readouterr().err
