@@ -61,6 +61,11 @@ def git_rev() -> str:
     return f"{rev}-dirty" if changed else rev
 
 
+def load_json(path: Path) -> dict | None:
+    """A results store, or None when there is none yet."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def save_json(path: Path, obj: object) -> None:
     """Write a results store (indented JSON), creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import (
     command_line,
     git_rev,
+    load_json,
     machine,
     markdown_table,
     method_names,
@@ -474,12 +475,15 @@ def render(store: dict, command: str) -> None:
                 f"{100 * rm:.2f} ± {100 * rs:.2f}",
                 f"{100 * om:.2f} ± {100 * os_:.2f}",
                 f"{100 * (om - rm):+.2f}",
-                f"{r['ref_seconds']:.0f} / {r['ours_seconds']:.0f}",
+                f"{statistics.fmean(r['ref_seconds_each']):.0f} / {statistics.fmean(r['ours_seconds_each']):.0f}",
+                ", ".join(map(str, r["seeds_done"])),
+                r.get("git", store["git"]),
                 "yes" if meets else "**no**",
             ]
         )
     table = markdown_table(
-        ["method", "reference kNN %", "ours kNN %", "ours - ref", "s per run (ref / ours)", "meets"], rows
+        ["method", "reference kNN %", "ours kNN %", "ours - ref", "s per run (ref / ours)", "seeds", "git", "meets"],
+        rows,
     )
     body = f"""## Parity with reference implementations (issue 12)
 
@@ -505,6 +509,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)  # the examples'
     ap.add_argument("--no-render", action="store_true")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the finished seeds of a store with the same epochs and batch"
+    )
     args = ap.parse_args()
     methods = method_names(args.methods)
     missing = [m for m in methods if m not in SPECS]
@@ -520,13 +527,20 @@ def main() -> None:
         "seeds": seeds,
         "methods": {},
     }
+    old = load_json(STORE)
+    if args.keep and old and (old.get("epochs"), old.get("batch")) == (args.epochs, args.batch_size):
+        store["methods"] = old.get("methods", {})  # finished seeds stay; each method names its own commit
+        print(f"parity: keeping {', '.join(store['methods']) or 'nothing'} from {STORE}", flush=True)
     torch.manual_seed(0)
     store["random_init"] = knn_top1(build_backbone(BACKBONE, data.input_shape), data)
     with tempfile.TemporaryDirectory() as tmp:
         for name in methods:
             spec = SPECS[name]
-            r = store["methods"][name] = {"reference": [], "ours": [], "ref_seconds": 0.0, "ours_seconds": 0.0}
+            r = store["methods"].setdefault(name, {"reference": [], "ours": [], "seeds_done": []})
+            r.setdefault("seeds_done", list(range(len(r["ours"]))))
             for seed in seeds:
+                if seed in r["seeds_done"]:
+                    continue
                 t0 = time.perf_counter()
                 r["reference"].append(
                     knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed), data)
@@ -535,8 +549,10 @@ def main() -> None:
                 enc, store["precision"] = run_ours(name, spec, args.epochs, args.batch_size, seed, Path(tmp))
                 r["ours"].append(knn_top1(enc, data, enc.preprocess))
                 t2 = time.perf_counter()
-                r["ref_seconds"] += (t1 - t0) / len(seeds)
-                r["ours_seconds"] += (t2 - t1) / len(seeds)
+                r["ref_seconds_each"] = [*r.get("ref_seconds_each", []), t1 - t0]
+                r["ours_seconds_each"] = [*r.get("ours_seconds_each", []), t2 - t1]
+                r["seeds_done"].append(seed)
+                r["git"] = git_rev()
                 print(
                     f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
                     f"{100 * r['ours'][-1]:.2f}%  "
