@@ -211,7 +211,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         from ssl_transfer.recipe import describe_fields
 
         rows = []
-        for r in describe_fields(args.section):
+        for r in describe_fields(args.section, with_methods=False):
             where = f" [{r['method']}]" if r["method"] else ""
             rows.append((r["key"], f"{r['type']} = {r['default']!r}{where}  {r['description']}".rstrip()))
     else:

@@ -351,6 +351,13 @@ def _method_adapter() -> TypeAdapter:
     return TypeAdapter(union)
 
 
+def _method_names_in_source() -> list[str]:
+    """The registered methods' names, read from the methods' source without importing them (torch, lightly)."""
+    from ssl_transfer.registry import registered_in_source
+
+    return list(registered_in_source(Path(__file__).parent / "methods", "METHODS"))
+
+
 def _method_tags() -> dict[str, type[MethodConfig]]:
     return {n: _methods().get(n).config_cls for n in _methods()}
 
@@ -598,15 +605,31 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def describe_fields(section: str | None = None) -> list[dict[str, Any]]:
+def describe_fields(section: str | None = None, with_methods: bool = True) -> list[dict[str, Any]]:
     """Every recipe field as ``{"key", "type", "default", "description", "method"}`` (``method``: the method
-    name for method fields, else None). ``section``: a top-level section (``optim``), a method name (``simclr``:
-    its ``method.*`` fields) or None for all. RecipeError for anything else."""
-    tags = _method_tags()
+    name for method fields, else None). ``section``: a top-level section (``optim``), ``method`` (every method's
+    fields), a method name (``simclr``: its ``method.*`` fields) or None for all. ``with_methods=False`` (and no
+    method section asked for) leaves the methods unimported (they import torch and lightly): one ``method.*`` row
+    names them instead. RecipeError for anything else."""
+    names = _method_names_in_source()
+    if section is not None:
+        with_methods = section == "method" or section in names
     rows: list[dict[str, Any]] = []
 
     def walk(model: type[BaseModel], prefix: str, method: str | None) -> None:
         for name, info in model.model_fields.items():
+            if _RegisteredMethod in info.metadata and not with_methods:
+                rows.append(
+                    {
+                        "key": f"{prefix}{name}.*",
+                        "type": "section",
+                        "default": "per method",
+                        "description": f"{info.description}; its fields: ssl-transfer list fields <method> "
+                        f"({', '.join(names)}) or list fields method",
+                        "method": None,
+                    }
+                )
+                continue
             node = _field_node(info)
             if isinstance(node, dict):
                 for tag, cls in node.items():
@@ -638,14 +661,16 @@ def describe_fields(section: str | None = None) -> list[dict[str, Any]]:
                 }
             )
 
+    if section is not None and section != "method" and section not in names and section not in Recipe.model_fields:
+        sections = [
+            n for n, f in Recipe.model_fields.items() if n == "method" or isinstance(_unwrap(f.annotation), type)
+        ]
+        raise RecipeError(
+            f"unknown section {section!r}; choose one of {', '.join(sections)}, or a method: {', '.join(names)}"
+        )
     walk(Recipe, "", None)
     if section is None:
         return rows
-    if section in tags:
+    if section in names:
         return [r for r in rows if r["method"] == section]
-    sections = [n for n, f in Recipe.model_fields.items() if isinstance(_field_node(f), (type, dict))]
-    if section not in Recipe.model_fields:
-        raise RecipeError(
-            f"unknown section {section!r}; choose one of {', '.join(sections)}, or a method: {', '.join(tags)}"
-        )
     return [r for r in rows if r["key"] == section or r["key"].startswith(section + ".")]

@@ -178,3 +178,11 @@ def test_every_field_is_described_and_listed():
         cwd=REPO,
     ).stdout
     assert "method.queue_size" in out and "keys kept as negatives" in out
+    # without a method section `list fields` leaves the methods (torch, lightly) unimported: one row names them
+    code = (
+        "import sys; from ssl_transfer.cli import main; main(['list', 'fields']); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightly'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.splitlines()[-1] == "[]" and "method.*" in out and "simclr" in out and "optim.lr " in out
+    assert {r["key"] for r in describe_fields("method")} >= {"method.temperature", "method.queue_size"}
