@@ -14,7 +14,7 @@ RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
 def machine() -> str:
-    """CPU model and count, or the GPU name, plus torch version."""
+    """CPU model and count, or the GPU name, plus the versions of torch and the libraries results depend on."""
     import torch
 
     if torch.cuda.is_available():
@@ -30,7 +30,21 @@ def machine() -> str:
         except (OSError, StopIteration):
             model = platform.processor()
         dev = f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
-    return f"{dev}; torch {torch.__version__}"
+    return f"{dev}; {package_versions()}"
+
+
+def package_versions() -> str:
+    """Versions of the packages a result depends on: ``torch 2.14.1, torchvision 0.29.1, timm 1.0.31, ...``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "torchvision", "timm", "lightly", "pytorch-lightning", "kornia", "faiss-cpu", "numpy"]
+    found = []
+    for n in names:
+        try:
+            found.append(f"{n.removesuffix('-cpu')} {version(n)}")
+        except PackageNotFoundError:
+            pass
+    return ", ".join(found)
 
 
 def git_rev() -> str:
