@@ -110,7 +110,9 @@ def command_line(
 ) -> str:
     """The command that reproduces a run: ``python benchmarks/<script>`` plus every option not left at its default."""
     opts = "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in skip and v != parser.get_default(k)
+        f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(args).items()
+        if k not in skip and v != parser.get_default(k)
     )
     return f"python benchmarks/{script}{opts}"
 

@@ -475,6 +475,7 @@ def render(store: dict, command: str) -> None:
                 f"{100 * rm:.2f} ± {100 * rs:.2f}",
                 f"{100 * om:.2f} ± {100 * os_:.2f}",
                 f"{100 * (om - rm):+.2f}",
+                f"{100 * (rm - rnd):+.1f}",
                 f"{statistics.fmean(r['ref_seconds_each']):.0f} / {statistics.fmean(r['ours_seconds_each']):.0f}",
                 ", ".join(map(str, r["seeds_done"])),
                 r.get("git", store["git"]),
@@ -482,7 +483,17 @@ def render(store: dict, command: str) -> None:
             ]
         )
     table = markdown_table(
-        ["method", "reference kNN %", "ours kNN %", "ours - ref", "s per run (ref / ours)", "seeds", "git", "meets"],
+        [
+            "method",
+            "reference kNN %",
+            "ours kNN %",
+            "ours - ref",
+            "ref - random",
+            "s per run (ref / ours)",
+            "seeds",
+            "git",
+            "meets",
+        ],
         rows,
     )
     body = f"""## Parity with reference implementations (issue 12)
@@ -512,7 +523,20 @@ def main() -> None:
     ap.add_argument(
         "--keep", action="store_true", help="keep the finished seeds of a store with the same epochs and batch"
     )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="write RESULTS.md's parity section from the store",
+    )
     args = ap.parse_args()
+    if args.render_only:
+        store = load_json(STORE)
+        if not store:
+            raise SystemExit(f"parity.py: no store at {STORE}")
+        default = f"python benchmarks/parity.py --epochs {store['epochs']} --batch-size {store['batch']} --keep"
+        render(store, store.get("command", default))
+        print_section("parity")
+        return
     methods = method_names(args.methods)
     missing = [m for m in methods if m not in SPECS]
     if missing:
@@ -526,6 +550,7 @@ def main() -> None:
         "batch": args.batch_size,
         "seeds": seeds,
         "methods": {},
+        "command": command_line("parity.py", ap, args),
     }
     old = load_json(STORE)
     if args.keep and old and (old.get("epochs"), old.get("batch")) == (args.epochs, args.batch_size):
@@ -561,7 +586,7 @@ def main() -> None:
                 )
                 save_json(STORE, store)
     if not args.no_render:
-        render(store, command_line("parity.py", ap, args))
+        render(store, store["command"])
         print_section("parity")
 
 
