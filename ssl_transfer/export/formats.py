@@ -255,6 +255,9 @@ def _write_timm(module: nn.Module, meta: dict[str, Any], out: Path) -> dict[str,
         "std": list(inp["std"]),
         "interpolation": "bilinear",
         "crop_pct": 1.0,
+        # our file is a plain state dict: no model-specific loader (timm 1.0.16, our floor, sends a ViT whose default
+        # weights are Google's .npz to its npz reader whatever the file, because of this flag)
+        "custom_load": False,
     }
     keep = ("first_conv", "classifier", "fixed_input_size", "pool_size", "license")
     pretrained_cfg = {**{k: base_cfg[k] for k in keep if base_cfg.get(k) is not None}, **overlay}
