@@ -255,7 +255,7 @@ def _write_timm(module: nn.Module, meta: dict[str, Any], out: Path) -> dict[str,
         "std": list(inp["std"]),
         "interpolation": "bilinear",
         "crop_pct": 1.0,
-        # our file is a plain state dict: no model-specific loader (timm 1.0.16, our floor, sends a ViT whose default
+        # our file is a plain state dict: no model-specific loader (timm 1.0.16 sent a ViT whose default
         # weights are Google's .npz to its npz reader whatever the file, because of this flag)
         "custom_load": False,
     }
