@@ -478,7 +478,7 @@ def render(store: dict, command: str) -> None:
                 f"{100 * (rm - rnd):+.1f}",
                 f"{statistics.fmean(r['ref_seconds_each']):.0f} / {statistics.fmean(r['ours_seconds_each']):.0f}",
                 ", ".join(map(str, r["seeds_done"])),
-                r.get("git", store["git"]),
+                r["git"],
                 "yes" if meets else "**no**",
             ]
         )
@@ -562,7 +562,6 @@ def main() -> None:
         for name in methods:
             spec = SPECS[name]
             r = store["methods"].setdefault(name, {"reference": [], "ours": [], "seeds_done": []})
-            r.setdefault("seeds_done", list(range(len(r["ours"]))))
             for seed in seeds:
                 if seed in r["seeds_done"]:
                     continue

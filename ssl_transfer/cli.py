@@ -190,10 +190,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]]
     if args.what == "methods":
-        from ssl_transfer.registry import registered_in_source
+        from ssl_transfer.registry import methods_in_source
 
-        found = registered_in_source(Path(__file__).parent / "methods", "METHODS")
-        rows = sorted(found.items())
+        rows = sorted(methods_in_source().items())
     elif args.what == "backbones":
         from ssl_transfer.backbone_names import CIFAR_RESNETS, SMALL_CNN_WIDTHS
 

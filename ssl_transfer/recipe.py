@@ -351,13 +351,6 @@ def _method_adapter() -> TypeAdapter:
     return TypeAdapter(union)
 
 
-def _method_names_in_source() -> list[str]:
-    """The registered methods' names, read from the methods' source without importing them (torch, lightly)."""
-    from ssl_transfer.registry import registered_in_source
-
-    return list(registered_in_source(Path(__file__).parent / "methods", "METHODS"))
-
-
 def _method_tags() -> dict[str, type[MethodConfig]]:
     return {n: _methods().get(n).config_cls for n in _methods()}
 
@@ -611,7 +604,9 @@ def describe_fields(section: str | None = None, with_methods: bool = True) -> li
     fields), a method name (``simclr``: its ``method.*`` fields) or None for all. ``with_methods=False`` (and no
     method section asked for) leaves the methods unimported (they import torch and lightly): one ``method.*`` row
     names them instead. RecipeError for anything else."""
-    names = _method_names_in_source()
+    from ssl_transfer.registry import methods_in_source
+
+    names = list(methods_in_source())  # from the source: the methods import torch and lightly
     if section is not None:
         with_methods = section == "method" or section in names
     rows: list[dict[str, Any]] = []

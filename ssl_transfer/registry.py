@@ -87,6 +87,12 @@ def registered_in_source(package_dir: Path, registry: str) -> dict[str, str]:
     return found
 
 
+def methods_in_source() -> dict[str, str]:
+    """The pretext methods registered in ``ssl_transfer/methods`` (name -> first docstring line), read without
+    importing them (:func:`registered_in_source`)."""
+    return registered_in_source(Path(__file__).parent / "methods", "METHODS")
+
+
 def calls_in_source(path: Path, func: str) -> dict[str, str]:
     """``{first argument: second argument}`` of every ``func("name", "description", ...)`` call in the file at
     ``path`` (as a decorator or plainly), in file order, read with ``ast`` without importing the file."""

@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from timm.models import group_parameters
 from timm.optim import param_groups_layer_decay
 from torch import Tensor, nn
 
@@ -88,10 +87,9 @@ def setup_strategy(
     groups = param_groups_layer_decay(model, weight_decay, layer_decay=layer_decay if strategy == "llrd" else 1.0)
     for g in groups:
         g["lr"] = lr * g.pop("lr_scale")
-    layer = group_parameters(model, model.group_matcher(), reverse=True)
-    name_of = {id(p): name for name, p in model.named_parameters()}
+    block_of, name_of = model.group_matcher(), {id(p): name for name, p in model.named_parameters()}
     for g in groups:
-        g["block"] = layer[name_of[id(g["params"][0])]]
+        g["block"] = block_of(name_of[id(g["params"][0])])
     opt = torch.optim.AdamW(groups, lr=lr)
     info = {
         "strategy": strategy,

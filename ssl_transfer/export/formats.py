@@ -223,7 +223,12 @@ def timm_state_dict(
         raise ExportError(f"timm export needs a model built by timm.create_model, not {type(backbone).__name__}")
     sd = dict(model.state_dict())
     name = str(cfg["architecture"])
-    args = backbone.create_args if isinstance(backbone, TimmBackbone) else {"in_chans": getattr(model, "in_chans", 3)}
+    if isinstance(backbone, TimmBackbone):
+        args = backbone.create_args
+    elif isinstance(getattr(model, "in_chans", None), int):  # our small CNNs record it
+        args = {"in_chans": model.in_chans}
+    else:
+        raise ExportError(f"timm export: {name} was not built by ssl-transfer, its create_model arguments are unknown")
     model_args = {k: v for k, v in args.items() if k not in ("num_classes", "pretrained")}
     classifier = cfg.get("classifier")
     if head is not None:
