@@ -47,32 +47,27 @@ def package_versions() -> str:
     return ", ".join(found)
 
 
+# What a benchmark number cannot depend on: the results themselves, tests and prose.
+NOT_CODE = (":!benchmarks/results", ":!benchmarks/*.png", ":!*.md", ":!tests")
+
+
 def git_rev() -> str:
-    """The commit, with ``-dirty`` when tracked code differs from it (benchmark outputs themselves do not count:
-    a run that updates a results store is still a run of a clean commit)."""
+    """The code commit: the last commit that changed anything a number can depend on (package, recipes, benchmark
+    scripts, pins; not tests, Markdown or results), with ``-dirty`` when that code differs from it. Runs made at
+    different commits that touched only tests or prose name the same code commit."""
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "log", "-1", "--format=%h", "--", ".", *NOT_CODE], capture_output=True, text=True, check=True
         ).stdout.strip()
         changed = subprocess.run(
-            [
-                "git",
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                ".",
-                ":!benchmarks/results",
-                ":!benchmarks/RESULTS.md",
-                ":!benchmarks/*.png",
-            ],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return f"{rev}-dirty" if changed else rev
+    return f"{rev}-dirty" if changed else rev or "unknown"
 
 
 def load_json(path: Path) -> dict | None:

@@ -6,9 +6,12 @@
 For each registered method that lightly ships an example for (``examples/pytorch/<method>.py``), the reference is
 that example's loop, written here with lightly's own pieces as the example sets them: its transform class
 (``SimCLRTransform``, ``MoCoV2Transform``, ``BYOLView1/2Transform``, ``SimSiamTransform``, ``VICRegTransform``),
-heads, loss, momentum schedule (``cosine_schedule(epoch, epochs, 0.996, 1)``, updated before each step) and
-optimizer (plain SGD, lr 0.06, constant). ``siamese`` and ``triplet`` (no lightly example) get loops written from
-their papers (Hadsell et al. 2006; Hermans et al. 2017, batch-hard) with SimCLR's transform and the same SGD;
+heads, loss and momentum schedule (``cosine_schedule(epoch, epochs, 0.996, 1)``, updated before each step).
+``siamese`` and ``triplet`` (no lightly example) get loops written from their papers (Hadsell et al. 2006; Hermans
+et al. 2017, batch-hard) with SimCLR's transform. These eight train with one SGD setting on both sides
+(``--optimizer``): lightly's CIFAR-10 benchmark optimizer (default: lr 0.06 x batch / 128, momentum 0.9, weight decay
+5e-4 on every parameter, cosine per step) or the examples' own (plain SGD, lr 0.06, constant), under which BYOL,
+SimSiam and Barlow Twins do not beat a random encoder at a 2-hour budget and VICReg diverges with this backbone;
 ``ae``, ``dae`` and ``vae`` plain loops from theirs (Hinton & Salakhutdinov 2006; Vincent et al. 2008; Kingma &
 Welling 2014): MSE reconstruction, reconstruction of the clean image from a corrupted one, and the Bernoulli ELBO,
 with Adam at lr 1e-3, no augmentation.
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +88,24 @@ EXAMPLE_SGD = {
     "schedule": "constant",
     "warmup_epochs": 0,
 }
+# lightly's CIFAR-10 benchmark optimizer (``benchmarks/cifar10_benchmark.py``): SGD at lr 0.06 x batch / 128,
+# momentum 0.9, weight decay 5e-4 on every parameter, cosine decay; lr filled in for the batch by ``sgd_setting``.
+BENCHMARK_SGD = {
+    "optimizer": "sgd",
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "exclude_norm_and_bias": False,
+    "schedule": "cosine",
+    "warmup_epochs": 0,
+}
 PAPER_ADAM = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0}
+
+
+def sgd_setting(kind: str, batch: int) -> dict[str, Any]:
+    """The optimizer both sides of an SGD method use: the examples' (``example``) or lightly's benchmark's."""
+    if kind == "example":
+        return dict(EXAMPLE_SGD)
+    return {**BENCHMARK_SGD, "lr": 0.06 * batch / 128}
 
 
 def lightly_augment(t: dict[str, Any]) -> dict[str, Any]:
@@ -304,7 +324,7 @@ class Spec:
     method: dict
     transform: Callable[[Any], Any] | None  # lightly transform for the reference; None: no augmentation
     augment: dict
-    optim: dict = field(default_factory=lambda: dict(EXAMPLE_SGD))
+    optim: dict | None = None  # None: the run's SGD setting (``--optimizer``)
 
 
 def _t(cls: type, **kw: Any) -> Callable[[Any], Any]:
@@ -352,7 +372,7 @@ SPECS: dict[str, Spec] = {
     ),
     "simsiam": Spec(
         lambda b, d: SimSiamRef(b),
-        {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64},
+        {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64, "fix_predictor_lr": False},
         _t(SimSiamTransform),
         lightly_augment(transform_defaults(SimSiamTransform)),
     ),
@@ -417,14 +437,25 @@ def reference_loader(spec: Spec, data: Any, batch: int, seed: int) -> torch.util
     )
 
 
-def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, seed: int) -> nn.Module:
-    """The reference loop; returns the encoder to evaluate."""
+def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, seed: int, o: dict) -> nn.Module:
+    """The reference loop with optimizer setting ``o``; returns the encoder to evaluate."""
     torch.manual_seed(seed)
     model = spec.reference(build_backbone(BACKBONE, data.input_shape), data)
     params = [p for p in model.parameters() if p.requires_grad]
-    o = spec.optim
-    opt = torch.optim.SGD(params, lr=o["lr"]) if o["optimizer"] == "sgd" else torch.optim.Adam(params, lr=o["lr"])
+    if o["optimizer"] == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"]
+        )
+    elif o["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    else:
+        opt = torch.optim.Adam(params, lr=o["lr"])
     loader = reference_loader(spec, data, batch, seed)
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
+        if o["schedule"] == "cosine"
+        else None
+    )
     model.train()
     for epoch in range(epochs):
         for x0, x1 in loader:
@@ -433,12 +464,16 @@ def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, see
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if not math.isfinite(float(loss)):
-            raise RuntimeError(f"{name} reference: loss {float(loss)} at epoch {epoch}")
+            if sched is not None:
+                sched.step()
+        if not math.isfinite(loss.detach().item()):
+            raise RuntimeError(f"{name} reference: loss {loss.detach().item()} at epoch {epoch}")
     return model.export() if isinstance(model, VAERef) else model.backbone
 
 
-def run_ours(name: str, spec: Spec, epochs: int, batch: int, seed: int, out_dir: Path) -> tuple[nn.Module, str]:
+def run_ours(
+    name: str, spec: Spec, epochs: int, batch: int, seed: int, o: dict, out_dir: Path
+) -> tuple[nn.Module, str]:
     recipe = load_recipe(
         {
             "name": f"{name}-{seed}",
@@ -448,7 +483,7 @@ def run_ours(name: str, spec: Spec, epochs: int, batch: int, seed: int, out_dir:
             "backbone": {"name": BACKBONE},
             "method": {"name": name, **spec.method},
             "augment": spec.augment,
-            "optim": spec.optim,
+            "optim": o,
             "trainer": {"max_epochs": epochs, "progress_bar": False},
             "logging": {"wandb": "disabled", "plots": False},
             "monitor": {"enabled": False},
@@ -460,6 +495,13 @@ def run_ours(name: str, spec: Spec, epochs: int, batch: int, seed: int, out_dir:
 
 def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+SGD_TEXT = {
+    "example": "the examples' optimizer (plain SGD, lr 0.06, constant)",
+    "benchmark": "lightly's CIFAR-10 benchmark optimizer (SGD, lr 0.06 x batch / 128, momentum 0.9, weight decay "
+    "5e-4 on every parameter, cosine decay per step)",
+}
 
 
 def render(store: dict, command: str) -> None:
@@ -502,8 +544,9 @@ On {store["machine"]} (git {store["git"]}), CIFAR-10 subset (4,000 train / 1,000
 backbone `{BACKBONE}`, batch {store["batch"]}, {store["epochs"]} epochs, seeds {store["seeds"]}; ours in precision
 {store.get("precision", "?")}.
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
-for the method (its transform, heads, loss, momentum schedule, plain SGD lr 0.06), or a plain loop from the paper
-(ae, dae, vae: Adam lr 1e-3). Ours: `ssl_transfer.pretrain` configured the same (see `benchmarks/parity.py`).
+for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
+with SimCLR's transform, all trained with {SGD_TEXT[store.get("optimizer", "example")]}; ae, dae, vae: a plain loop
+from the paper, Adam lr 1e-3. Ours: `ssl_transfer.pretrain` configured the same (see `benchmarks/parity.py`).
 Meets: ours' mean >= reference mean - 2 sd. Random-init `{BACKBONE}`: {100 * rnd:.2f}% kNN.
 
 Command: `{command}`
@@ -519,6 +562,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=256)  # the examples'
+    ap.add_argument(
+        "--optimizer",
+        choices=["benchmark", "example"],
+        default="benchmark",
+        help="both sides of the SGD methods: lightly's CIFAR-10 benchmark optimizer (SGD 0.06 x batch/128, "
+        "momentum 0.9, wd 5e-4, cosine) or the examples' (plain SGD 0.06, constant)",
+    )
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument(
         "--keep", action="store_true", help="keep the finished seeds of a store with the same epochs and batch"
@@ -533,7 +583,10 @@ def main() -> None:
         store = load_json(STORE)
         if not store:
             raise SystemExit(f"parity.py: no store at {STORE}")
-        default = f"python benchmarks/parity.py --epochs {store['epochs']} --batch-size {store['batch']} --keep"
+        default = (
+            f"python benchmarks/parity.py --epochs {store['epochs']} --batch-size {store['batch']} "
+            f"--optimizer {store.get('optimizer', 'example')} --keep"
+        )
         render(store, store.get("command", default))
         print_section("parity")
         return
@@ -548,12 +601,14 @@ def main() -> None:
         "git": git_rev(),
         "epochs": args.epochs,
         "batch": args.batch_size,
+        "optimizer": args.optimizer,
         "seeds": seeds,
         "methods": {},
         "command": command_line("parity.py", ap, args),
     }
     old = load_json(STORE)
-    if args.keep and old and (old.get("epochs"), old.get("batch")) == (args.epochs, args.batch_size):
+    setting = (args.epochs, args.batch_size, args.optimizer)
+    if args.keep and old and (old.get("epochs"), old.get("batch"), old.get("optimizer", "example")) == setting:
         store["methods"] = old.get("methods", {})  # finished seeds stay; each method names its own commit
         print(f"parity: keeping {', '.join(store['methods']) or 'nothing'} from {STORE}", flush=True)
     torch.manual_seed(0)
@@ -561,16 +616,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in methods:
             spec = SPECS[name]
+            o = spec.optim or sgd_setting(args.optimizer, args.batch_size)
             r = store["methods"].setdefault(name, {"reference": [], "ours": [], "seeds_done": []})
             for seed in seeds:
                 if seed in r["seeds_done"]:
                     continue
                 t0 = time.perf_counter()
                 r["reference"].append(
-                    knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed), data)
+                    knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed, o), data)
                 )
                 t1 = time.perf_counter()
-                enc, store["precision"] = run_ours(name, spec, args.epochs, args.batch_size, seed, Path(tmp))
+                enc, store["precision"] = run_ours(name, spec, args.epochs, args.batch_size, seed, o, Path(tmp))
                 r["ours"].append(knn_top1(enc, data, enc.preprocess))
                 t2 = time.perf_counter()
                 r["ref_seconds_each"] = [*r.get("ref_seconds_each", []), t1 - t0]
