@@ -159,8 +159,8 @@ def main() -> None:
         render(store, store.get("command", "python benchmarks/mnist_knn.py"))
         return
     store["machine"], store["git"] = machine(), git_rev()
-    if "references" not in store:
-        store["references"] = references("../shared/datasets/mnist.npz")
+    if "references" not in store or store.get("references_git") != store["git"]:
+        store["references"], store["references_git"] = references("../shared/datasets/mnist.npz"), store["git"]
     for m in methods:
         r = run_method(m, args.override, Path(args.out))
         store["methods"][m] = r

@@ -325,6 +325,8 @@ class Spec:
     transform: Callable[[Any], Any] | None  # lightly transform for the reference; None: no augmentation
     augment: dict
     optim: dict | None = None  # None: the run's SGD setting (``--optimizer``)
+    epochs: int | None = None  # None: ``--epochs``
+    batch: int | None = None  # None: ``--batch-size``
 
 
 def _t(cls: type, **kw: Any) -> Callable[[Any], Any]:
@@ -497,27 +499,38 @@ def summarize(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-SGD_TEXT = {
-    "example": "the examples' optimizer (plain SGD, lr 0.06, constant)",
-    "benchmark": "lightly's CIFAR-10 benchmark optimizer (SGD, lr 0.06 x batch / 128, momentum 0.9, weight decay "
-    "5e-4 on every parameter, cosine decay per step)",
-}
+def optim_text(o: dict) -> str:
+    """``SGD 0.03, m 0.9, wd 5e-4, cosine``: an optimizer setting in a table cell."""
+    parts = [f"{o['optimizer'].replace('sgd', 'SGD').replace('adamw', 'AdamW').replace('adam', 'Adam')} {o['lr']:g}"]
+    if o.get("momentum"):
+        parts.append(f"m {o['momentum']:g}")
+    if o.get("weight_decay"):
+        parts.append(f"wd {o['weight_decay']:g}")
+    parts.append(o["schedule"])
+    return ", ".join(parts)
 
 
-def render(store: dict, command: str) -> None:
+def render(store: dict) -> None:
     rows = []
-    rnd = store.get("random_init")
+    rnd = store["random_init"]
     for name, r in store["methods"].items():
         rm, rs = summarize(r["reference"])
         om, os_ = summarize(r["ours"])
         meets = om >= rm - 2 * rs
+        st = r.get("setting") or {  # stores before per-method settings: one budget, the examples' SGD
+            "epochs": store["epochs"],
+            "batch": store["batch"],
+            "optim": SPECS[name].optim or EXAMPLE_SGD,
+        }
         rows.append(
             [
                 name,
                 f"{100 * rm:.2f} ± {100 * rs:.2f}",
                 f"{100 * om:.2f} ± {100 * os_:.2f}",
                 f"{100 * (om - rm):+.2f}",
-                f"{100 * (rm - rnd):+.1f}",
+                f"{100 * (rm - rnd):+.1f}" + ("" if rm - 2 * rs > rnd else " (not clear)"),
+                f"{st['epochs']} x {st['batch']}",
+                optim_text(st["optim"]),
                 f"{statistics.fmean(r['ref_seconds_each']):.0f} / {statistics.fmean(r['ours_seconds_each']):.0f}",
                 ", ".join(map(str, r["seeds_done"])),
                 r["git"],
@@ -531,6 +544,8 @@ def render(store: dict, command: str) -> None:
             "ours kNN %",
             "ours - ref",
             "ref - random",
+            "epochs x batch",
+            "optimizer (both sides)",
             "s per run (ref / ours)",
             "seeds",
             "git",
@@ -538,30 +553,42 @@ def render(store: dict, command: str) -> None:
         ],
         rows,
     )
+    commands = sorted({r.get("command", store.get("command", "?")) for r in store["methods"].values()})
     body = f"""## Parity with reference implementations (issue 12)
 
-On {store["machine"]} (git {store["git"]}), CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`),
-backbone `{BACKBONE}`, batch {store["batch"]}, {store["epochs"]} epochs, seeds {store["seeds"]}; ours in precision
-{store.get("precision", "?")}.
+On {store["machine"]}, CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}`, each method at
+its row's budget and optimizer on both sides; ours in precision {store.get("precision", "?")}.
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
-with SimCLR's transform, all trained with {SGD_TEXT[store.get("optimizer", "example")]}; ae, dae, vae: a plain loop
-from the paper, Adam lr 1e-3. Ours: `ssl_transfer.pretrain` configured the same (see `benchmarks/parity.py`).
-Meets: ours' mean >= reference mean - 2 sd. Random-init `{BACKBONE}`: {100 * rnd:.2f}% kNN.
+with SimCLR's transform; ae, dae, vae: a plain loop from the paper. Ours: `ssl_transfer.pretrain` configured the same
+(see `benchmarks/parity.py`). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
+reference clearly beats the random encoder (its mean - 2 sd above it; "not clear" otherwise). Random-init
+`{BACKBONE}`: {100 * rnd:.2f}% kNN. The git column is the code commit of each row (the last commit that changed
+anything but tests, prose and results).
 
-Command: `{command}`
+Command{"s" if len(commands) > 1 else ""}: {"; ".join(f"`{c}`" for c in commands)}
 
 {table}
 """
     write_section("parity", body)
 
 
+def method_setting(spec: Spec, args: argparse.Namespace) -> dict:
+    """The budget and optimizer both sides of a method run with: the spec's own, else the command line's."""
+    batch = spec.batch or args.batch_size
+    return {
+        "epochs": spec.epochs or args.epochs,
+        "batch": batch,
+        "optim": spec.optim or sgd_setting(args.optimizer, batch),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS.names()))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=256)  # the examples'
+    ap.add_argument("--epochs", type=int, default=12, help="for the methods whose spec sets none")
+    ap.add_argument("--batch-size", type=int, default=64, help="for the methods whose spec sets none")
     ap.add_argument(
         "--optimizer",
         choices=["benchmark", "example"],
@@ -571,23 +598,18 @@ def main() -> None:
     )
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument(
-        "--keep", action="store_true", help="keep the finished seeds of a store with the same epochs and batch"
-    )
-    ap.add_argument(
-        "--render-only",
+        "--keep",
         action="store_true",
-        help="write RESULTS.md's parity section from the store",
+        help="keep the finished seeds of each method whose stored setting (epochs, batch, optimizer) and code "
+        "commit are this run's",
     )
+    ap.add_argument("--render-only", action="store_true", help="write RESULTS.md's parity section from the store")
     args = ap.parse_args()
     if args.render_only:
         store = load_json(STORE)
         if not store:
             raise SystemExit(f"parity.py: no store at {STORE}")
-        default = (
-            f"python benchmarks/parity.py --epochs {store['epochs']} --batch-size {store['batch']} "
-            f"--optimizer {store.get('optimizer', 'example')} --keep"
-        )
-        render(store, store.get("command", default))
+        render(store)
         print_section("parity")
         return
     methods = method_names(args.methods)
@@ -596,52 +618,42 @@ def main() -> None:
         raise SystemExit(f"parity.py: no reference for {', '.join(missing)}; add one to SPECS")
     seeds = [int(s) for s in args.seeds.split(",")]
     data = build_data(load_recipe({"data": {"source": "npz", "path": SUBSET}}).data)
-    store = {
-        "machine": machine(),
-        "git": git_rev(),
-        "epochs": args.epochs,
-        "batch": args.batch_size,
-        "optimizer": args.optimizer,
-        "seeds": seeds,
-        "methods": {},
-        "command": command_line("parity.py", ap, args),
-    }
-    old = load_json(STORE)
-    setting = (args.epochs, args.batch_size, args.optimizer)
-    if args.keep and old and (old.get("epochs"), old.get("batch"), old.get("optimizer", "example")) == setting:
-        store["methods"] = old.get("methods", {})  # finished seeds stay; each method names its own commit
-        print(f"parity: keeping {', '.join(store['methods']) or 'nothing'} from {STORE}", flush=True)
+    command = command_line("parity.py", ap, args)
+    old = load_json(STORE) if args.keep else None
+    store = {"machine": machine(), "methods": dict(old["methods"]) if old else {}}
     torch.manual_seed(0)
     store["random_init"] = knn_top1(build_backbone(BACKBONE, data.input_shape), data)
     with tempfile.TemporaryDirectory() as tmp:
         for name in methods:
             spec = SPECS[name]
-            o = spec.optim or sgd_setting(args.optimizer, args.batch_size)
-            r = store["methods"].setdefault(name, {"reference": [], "ours": [], "seeds_done": []})
+            st = method_setting(spec, args)
+            r = store["methods"].get(name)
+            if r is None or r.get("setting") != st or r.get("git") != git_rev():  # new setting or code: start over
+                r = store["methods"][name] = {"setting": st, "reference": [], "ours": [], "seeds_done": []}
+            else:
+                print(f"parity: {name} keeps seeds {r['seeds_done']} from {STORE}", flush=True)
             for seed in seeds:
                 if seed in r["seeds_done"]:
                     continue
                 t0 = time.perf_counter()
-                r["reference"].append(
-                    knn_top1(run_reference(name, spec, data, args.epochs, args.batch_size, seed, o), data)
-                )
+                ref = run_reference(name, spec, data, st["epochs"], st["batch"], seed, st["optim"])
+                r["reference"].append(knn_top1(ref, data))
                 t1 = time.perf_counter()
-                enc, store["precision"] = run_ours(name, spec, args.epochs, args.batch_size, seed, o, Path(tmp))
+                enc, store["precision"] = run_ours(name, spec, st["epochs"], st["batch"], seed, st["optim"], Path(tmp))
                 r["ours"].append(knn_top1(enc, data, enc.preprocess))
                 t2 = time.perf_counter()
                 r["ref_seconds_each"] = [*r.get("ref_seconds_each", []), t1 - t0]
                 r["ours_seconds_each"] = [*r.get("ours_seconds_each", []), t2 - t1]
                 r["seeds_done"].append(seed)
-                r["git"] = git_rev()
+                r["git"], r["command"] = git_rev(), command
                 print(
                     f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
-                    f"{100 * r['ours'][-1]:.2f}%  "
-                    f"({t1 - t0:.0f} s / {t2 - t1:.0f} s)",
+                    f"{100 * r['ours'][-1]:.2f}%  ({t1 - t0:.0f} s / {t2 - t1:.0f} s)",
                     flush=True,
                 )
                 save_json(STORE, store)
     if not args.no_render:
-        render(store, store["command"])
+        render(store)
         print_section("parity")
 
 

@@ -251,6 +251,9 @@ def main() -> None:
         "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--runs-dir", help="keep the runs (encoders, metrics) in RUNS_DIR/<dataset>-<method>; default: dropped"
+    )
     ap.add_argument("--no-render", action="store_true")
     ap.add_argument(
         "--reference", action="store_true", help="recompute the random-init row even when the store has one"
@@ -259,19 +262,21 @@ def main() -> None:
     methods = method_names(args.methods)
     rev = git_rev()
     with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(args.runs_dir or tmp)
         for name in args.datasets.split(","):
             ds = dataset(name, Path(args.data_dir))
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in methods:
-                r = {**run_method(ds, m, epochs, Path(tmp), args.seed), "git": rev}
+                r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev}
                 update_store(name, lambda d, m=m, r=r: d["methods"].__setitem__(m, r), seed=args.seed)
                 print(
                     f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
                     f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s",
                     flush=True,
                 )
-            if "reference" not in json.loads(STORE.read_text())["datasets"][name] or args.reference:
-                ref = random_init(ds, args.seed)
+            stored = json.loads(STORE.read_text())["datasets"][name].get("reference", {})
+            if stored.get("git") != rev or args.reference:
+                ref = {**random_init(ds, args.seed), "git": rev}
                 update_store(name, lambda d, ref=ref: d.__setitem__("reference", ref), seed=args.seed)
     if not args.no_render:
         render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))

@@ -1,0 +1,180 @@
+"""Refresh every CPU table of RESULTS.md from one code commit, across as many sessions as it takes.
+
+    python benchmarks/refresh.py --data-dir /tmp/cifar          # run what this code commit has not run yet
+    python benchmarks/refresh.py --status                       # what is done, what is left
+
+The code commit is the last commit that changed anything a number can depend on (``benchmarks.common.git_rev``:
+everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
+command, or one method of the long ones); a finished unit is recorded in ``benchmarks/results/refresh.json``
+with the code commit, so a run stopped by the end of a session (or a kill) continues where it left off, and a new
+code commit starts everything over. The quality benchmark's 50k units run two at a time with one thread each
+(faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the commit
+once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, git_rev, load_json, save_json  # noqa: E402
+from ssl_transfer.methods import METHODS  # noqa: E402
+
+STATE = Path(__file__).parent / "results" / "refresh.json"
+RUNS = "benchmarks/runs"
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    argv: list[str]
+    paired: bool = False  # may run beside another paired unit, one thread each
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def units(data_dir: str) -> list[Unit]:
+    """Every unit of a refresh, in the order they must run (later ones read encoders earlier ones keep)."""
+    methods = METHODS.names()
+    py = [sys.executable]
+    out: list[Unit] = [
+        Unit(f"mnist_knn:{m}", [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""]) for m in methods
+    ]
+    out += [
+        Unit("label_efficiency", [*py, "benchmarks/label_efficiency.py", "--encoder", f"{RUNS}/bench-simclr"]),
+        Unit("knn_faiss_vs_sklearn", [*py, "benchmarks/knn_faiss_vs_sklearn.py", "--encoder", f"{RUNS}/bench-simclr"]),
+        Unit("throughput", [*py, "benchmarks/throughput.py"]),
+        Unit("monitor_overhead", [*py, "benchmarks/monitor_overhead.py"]),
+    ]
+    for ds in ("mnist", "cifar"):
+        out += [
+            Unit(f"quality:{ds}:{m}", [*py, "benchmarks/quality.py", "--datasets", ds, "--methods", m]) for m in methods
+        ]
+    out += [
+        Unit(
+            f"quality:cifar50k:{m}",
+            [
+                *py,
+                "benchmarks/quality.py",
+                "--datasets",
+                "cifar50k",
+                "--methods",
+                m,
+                "--data-dir",
+                data_dir,
+                "--runs-dir",
+                f"{RUNS}/quality",
+            ],
+            paired=True,
+            env={"OMP_NUM_THREADS": "1"},
+        )
+        for m in methods
+    ]
+    enc = f"{RUNS}/quality/cifar50k-moco"
+    out.append(
+        Unit(
+            "linear_probe",
+            [
+                *py,
+                "benchmarks/linear_probe.py",
+                "--case",
+                f"mnist={RUNS}/bench-simclr",
+                "--case",
+                f"cifar={enc}",
+                "--case",
+                f"cifar50k={enc}",
+                "--case",
+                f"cifar50k-to-mnist={enc}",
+                "--data-dir",
+                data_dir,
+            ],
+        )
+    )
+    out += [Unit(f"parity:{m}", [*py, "benchmarks/parity.py", "--methods", m, "--keep"]) for m in methods]
+    return out
+
+
+def load_state(rev: str) -> dict:
+    state = load_json(STATE)
+    if not state or state.get("git") != rev:  # another code commit: start over
+        return {"git": rev, "done": {}}
+    return state
+
+
+def run(unit_list: list[Unit], state: dict) -> None:
+    """Run the units not done yet, in order; paired units two at a time (the next starts when one ends)."""
+    todo = [u for u in unit_list if u.name not in state["done"]]
+    running: list[tuple[Unit, subprocess.Popen, float]] = []
+
+    def finish(entry: tuple[Unit, subprocess.Popen, float]) -> None:
+        u, proc, t0 = entry
+        code = proc.wait()
+        running.remove(entry)
+        if code != 0:
+            for _, other, _ in running:
+                other.wait()
+            raise SystemExit(f"refresh: {u.name} failed (exit {code}); fix it and run refresh.py again")
+        state["done"][u.name] = {"seconds": round(time.perf_counter() - t0), "finished": time.strftime("%F %T")}
+        save_json(STATE, state)
+
+    while todo or running:
+        if todo and (not running or (todo[0].paired and len(running) < 2 and running[0][0].paired)):
+            u = todo.pop(0)
+            print(f"refresh: {u.name}: {' '.join(u.argv[1:])}", flush=True)
+            running.append((u, subprocess.Popen(u.argv, env={**os.environ, **u.env}), time.perf_counter()))
+            continue
+        while True:  # wait for whichever ends first
+            ended = [e for e in running if e[1].poll() is not None]
+            if ended:
+                finish(ended[0])
+                break
+            time.sleep(0.5)
+
+
+def stamp(rev: str) -> None:
+    """Name the code commit once, under RESULTS.md's title."""
+    line = (
+        f"<!-- refresh:start -->\nEvery table below except the GPU protocol's comes from code commit **{rev}** "
+        f"(`python benchmarks/refresh.py`; a table's git names that code commit).\n<!-- refresh:end -->"
+    )
+    text = RESULTS.read_text()
+    if "<!-- refresh:start -->" in text:
+        head, rest = text.split("<!-- refresh:start -->", 1)
+        text = head + line + rest.split("<!-- refresh:end -->", 1)[1]
+    else:
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n{line}\n{rest}"
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="the 50k CIFAR-10 JPEGs (extracted once)"
+    )
+    ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
+    args = ap.parse_args()
+    rev = git_rev()
+    state = load_state(rev)
+    unit_list = units(args.data_dir)
+    left = [u.name for u in unit_list if u.name not in state["done"]]
+    if args.status:
+        print(f"code commit {rev}: {len(unit_list) - len(left)} of {len(unit_list)} units done")
+        for name in left:
+            print(f"  left: {name}")
+        return
+    if rev.endswith("-dirty") or rev == "unknown":
+        raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
+    run(unit_list, state)
+    stamp(rev)
+    print(f"refresh: every unit done at code commit {rev}")
+
+
+if __name__ == "__main__":
+    main()
