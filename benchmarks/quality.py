@@ -246,7 +246,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS.names()))
     ap.add_argument("--epochs-mnist", type=int, default=2)
     ap.add_argument("--epochs-cifar", type=int, default=20)
-    ap.add_argument("--epochs-cifar50k", type=int, default=15)
+    ap.add_argument("--epochs-cifar50k", type=int, default=20)
     ap.add_argument(
         "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="where cifar50k's images are extracted (git-ignored)"
     )
