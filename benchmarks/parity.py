@@ -1,6 +1,7 @@
 """Parity: every method against a reference implementation at an equal budget, several seeds.
 
-    python benchmarks/parity.py                          # all methods, 3 seeds (about 2 h on 2 CPU cores)
+    python benchmarks/parity.py                          # all methods, 3 seeds (about 3 h on 2 CPU cores)
+    python benchmarks/parity.py --methods byol --keep    # continue: finished seeds of the same code stay
     python benchmarks/parity.py --methods simclr,byol --seeds 0 --epochs 2
 
 For each registered method that lightly ships an example for (``examples/pytorch/<method>.py``), the reference is
