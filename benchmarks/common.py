@@ -81,8 +81,9 @@ def save_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def write_section(key: str, body: str) -> None:
-    """Replace (or append) the block between ``<!-- key:start -->`` and ``<!-- key:end -->`` in RESULTS.md."""
+def write_section(key: str, body: str, first: bool = False) -> None:
+    """Replace the block between ``<!-- key:start -->`` and ``<!-- key:end -->`` in RESULTS.md, or add it: at the
+    end, or under the title with ``first``."""
     text = (
         RESULTS.read_text()
         if RESULTS.exists()
@@ -90,7 +91,13 @@ def write_section(key: str, body: str) -> None:
     )
     block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    if pattern.search(text):
+        text = pattern.sub(block, text)
+    elif first:
+        title, rest = text.split("\n", 1)
+        text = f"{title}\n\n{block}\n{rest}"
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
 
 
@@ -103,13 +110,17 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
 def command_line(
     script: str, parser: argparse.ArgumentParser, args: argparse.Namespace, skip: tuple[str, ...] = ("no_render",)
 ) -> str:
-    """The command that reproduces a run: ``python benchmarks/<script>`` plus every option not left at its default."""
+    """The command that reproduces a run: ``python benchmarks/<script>`` plus every option not left at its default.
+    Run as one unit of ``benchmarks/refresh.py`` (which sets ``REFRESH_COMMAND``), a section is the work of many
+    such processes: the refresh command reproduces it, and the unit's own command follows."""
     opts = "".join(
         f" --{k.replace('_', '-')}" + ("" if v is True else f" {v}")
         for k, v in vars(args).items()
         if k not in skip and v != parser.get_default(k)
     )
-    return f"python benchmarks/{script}{opts}"
+    own = f"python benchmarks/{script}{opts}"
+    refresh = os.environ.get("REFRESH_COMMAND")
+    return f"{refresh} (one process per unit; the last here: {own})" if refresh else own
 
 
 def print_section(key: str) -> None:

@@ -21,7 +21,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import git_rev, machine, markdown_table, method_names, save_json, write_section  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    command_line,
+    git_rev,
+    machine,
+    markdown_table,
+    method_names,
+    save_json,
+    write_section,
+)
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation import extract_features, knn_classify  # noqa: E402
@@ -167,9 +175,7 @@ def main() -> None:
         print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)
         save_json(STORE, store)
     if not args.no_render:
-        cmd = "python benchmarks/mnist_knn.py" + (
-            f" --methods {args.methods}" if args.methods != ",".join(ORDER) else ""
-        )
+        cmd = command_line("mnist_knn.py", ap, args, skip=("no_render", "note"))
         store["command"] = cmd
         save_json(STORE, store)
         render(store, cmd)

@@ -490,7 +490,7 @@ def summarize(values: list[float]) -> tuple[float, float]:
 
 def optim_text(o: dict) -> str:
     """``SGD 0.03, m 0.9, wd 5e-4, cosine``: an optimizer setting in a table cell."""
-    parts = [f"{o['optimizer'].replace('sgd', 'SGD').replace('adamw', 'AdamW').replace('adam', 'Adam')} {o['lr']:g}"]
+    parts = [f"{ {'sgd': 'SGD', 'adamw': 'AdamW', 'adam': 'Adam'}[o['optimizer']] } {o['lr']:g}"]
     if o.get("momentum"):
         parts.append(f"m {o['momentum']:g}")
     if o.get("weight_decay"):
@@ -506,11 +506,7 @@ def render(store: dict) -> None:
         rm, rs = summarize(r["reference"])
         om, os_ = summarize(r["ours"])
         meets = om >= rm - 2 * rs
-        st = r.get("setting") or {  # stores before per-method settings: one budget, the examples' SGD
-            "epochs": store["epochs"],
-            "batch": store["batch"],
-            "optim": SPECS[name].optim or EXAMPLE_SGD,
-        }
+        st = r["setting"]
         rows.append(
             [
                 name,
@@ -542,7 +538,7 @@ def render(store: dict) -> None:
         ],
         rows,
     )
-    commands = sorted({r.get("command", store.get("command", "?")) for r in store["methods"].values()})
+    commands = sorted({r["command"] for r in store["methods"].values()})
     body = f"""## Parity with reference implementations (issue 12)
 
 On {store["machine"]}, CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}`, each method at
@@ -560,6 +556,21 @@ Command{"s" if len(commands) > 1 else ""}: {"; ".join(f"`{c}`" for c in commands
 {table}
 """
     write_section("parity", body)
+
+
+def load_store() -> dict | None:
+    """The store, its entries from before per-method settings given the one budget, the examples' SGD and the
+    command of the run that made them, so that every entry reads the same."""
+    store = load_json(STORE)
+    for name, r in (store or {}).get("methods", {}).items():
+        if "setting" not in r:
+            r["setting"] = {
+                "epochs": store["epochs"],
+                "batch": store["batch"],
+                "optim": SPECS[name].optim or EXAMPLE_SGD,
+            }
+            r["command"] = store["command"]
+    return store
 
 
 def method_setting(spec: Spec, args: argparse.Namespace) -> dict:
@@ -595,7 +606,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="write RESULTS.md's parity section from the store")
     args = ap.parse_args()
     if args.render_only:
-        store = load_json(STORE)
+        store = load_store()
         if not store:
             raise SystemExit(f"parity.py: no store at {STORE}")
         render(store)
@@ -608,7 +619,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     data = build_data(load_recipe({"data": {"source": "npz", "path": SUBSET}}).data)
     command = command_line("parity.py", ap, args)
-    old = load_json(STORE) if args.keep else None
+    old = load_store() if args.keep else None
+    rev = git_rev()
     store = {"machine": machine(), "methods": dict(old["methods"]) if old else {}}
     torch.manual_seed(0)
     store["random_init"] = knn_top1(build_backbone(BACKBONE, data.input_shape), data)
@@ -617,7 +629,7 @@ def main() -> None:
             spec = SPECS[name]
             st = method_setting(spec, args)
             r = store["methods"].get(name)
-            if r is None or r.get("setting") != st or r.get("git") != git_rev():  # new setting or code: start over
+            if r is None or r["setting"] != st or r["git"] != rev:  # new setting or code: start over
                 r = store["methods"][name] = {"setting": st, "reference": [], "ours": [], "seeds_done": []}
             else:
                 print(f"parity: {name} keeps seeds {r['seeds_done']} from {STORE}", flush=True)
@@ -634,7 +646,7 @@ def main() -> None:
                 r["ref_seconds_each"] = [*r.get("ref_seconds_each", []), t1 - t0]
                 r["ours_seconds_each"] = [*r.get("ours_seconds_each", []), t2 - t1]
                 r["seeds_done"].append(seed)
-                r["git"], r["command"] = git_rev(), command
+                r["git"], r["command"] = rev, command
                 print(
                     f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
                     f"{100 * r['ours'][-1]:.2f}%  ({t1 - t0:.0f} s / {t2 - t1:.0f} s)",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, git_rev, load_json, save_json  # noqa: E402
+from benchmarks.common import git_rev, load_json, save_json, write_section  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
 STATE = Path(__file__).parent / "results" / "refresh.json"
@@ -120,18 +120,12 @@ def run(unit_list: list[Unit], state: dict) -> None:
 
 def stamp(rev: str) -> None:
     """Name the code commit once, under RESULTS.md's title."""
-    line = (
-        f"<!-- refresh:start -->\nEvery table below except the GPU protocol's comes from code commit **{rev}** "
-        f"(`python benchmarks/refresh.py`; a table's git names that code commit).\n<!-- refresh:end -->"
+    write_section(
+        "refresh",
+        f"Every table below except the GPU protocol's comes from code commit **{rev}** "
+        "(`python benchmarks/refresh.py`; a table's git names that code commit).",
+        first=True,
     )
-    text = RESULTS.read_text()
-    if "<!-- refresh:start -->" in text:
-        head, rest = text.split("<!-- refresh:start -->", 1)
-        text = head + line + rest.split("<!-- refresh:end -->", 1)[1]
-    else:
-        title, rest = text.split("\n", 1)
-        text = f"{title}\n\n{line}\n{rest}"
-    RESULTS.write_text(text)
 
 
 def main() -> None:
@@ -152,6 +146,7 @@ def main() -> None:
         return
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
+    os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
     run(unit_list, state)
     stamp(rev)
     print(f"refresh: every unit done at code commit {rev}")

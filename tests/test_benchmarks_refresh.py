@@ -70,3 +70,34 @@ def test_every_registered_method_has_its_units():
     names = {u.name for u in refresh.units("/tmp/cifar")}
     for m in METHODS.names():
         assert {f"mnist_knn:{m}", f"quality:cifar50k:{m}", f"parity:{m}"} <= names
+
+
+def test_stamp_names_the_commit_once_under_the_title(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n<!-- a:start -->\ntable\n<!-- a:end -->\n")
+    monkeypatch.setattr(common, "RESULTS", results)
+    refresh.stamp("abc1234")
+    refresh.stamp("def5678")
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\n<!-- refresh:start -->\n")
+    assert text.count("refresh:start") == 1 and "def5678" in text and "abc1234" not in text
+    assert text.rstrip().endswith("<!-- a:end -->")
+
+
+def test_a_units_section_names_the_refresh_command(monkeypatch):
+    import argparse
+
+    from benchmarks.common import command_line
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="a,b")
+    args = ap.parse_args(["--methods", "b"])
+    monkeypatch.delenv("REFRESH_COMMAND", raising=False)
+    assert command_line("quality.py", ap, args) == "python benchmarks/quality.py --methods b"
+    monkeypatch.setenv("REFRESH_COMMAND", "python benchmarks/refresh.py --data-dir D")
+    assert command_line("quality.py", ap, args) == (
+        "python benchmarks/refresh.py --data-dir D (one process per unit; the last here: "
+        "python benchmarks/quality.py --methods b)"
+    )
