@@ -1,0 +1,50 @@
+"""The parity benchmark's reference loop follows the same lr curve as ours for every optimizer setting."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.parity import SPECS, reference_schedule, sgd_setting  # noqa: E402
+from ssl_transfer.training.optim import lr_factor  # noqa: E402
+
+
+def _curve(o: dict, epochs: int, per_epoch: int) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = reference_schedule(opt, o, epochs, per_epoch)
+    out = []
+    for _ in range(epochs * per_epoch):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return out
+
+
+@pytest.mark.parametrize(
+    "o",
+    [
+        {"schedule": "cosine", "warmup_epochs": 2},
+        {"schedule": "cosine", "warmup_epochs": 0},
+        {"schedule": "constant", "warmup_epochs": 1.5},
+        {"schedule": "constant", "warmup_epochs": 0},
+    ],
+    ids=["cosine-warm", "cosine", "constant-warm", "constant"],
+)
+def test_reference_lr_curve_is_ours(o):
+    epochs, per_epoch = 6, 10
+    total, warm = epochs * per_epoch, int(round(o["warmup_epochs"] * per_epoch))
+    ours = [lr_factor(s, total, warm, o["schedule"], 0.0) for s in range(total)]
+    assert _curve(o, epochs, per_epoch) == pytest.approx(ours, abs=1e-9)
+    if warm:  # the warm-up really ramps: first step small, peak reached at the end of it
+        assert ours[0] == pytest.approx(1 / warm) and ours[warm - 1] == pytest.approx(1.0)
+
+
+def test_every_spec_setting_is_one_our_recipe_accepts():
+    from ssl_transfer.recipe import OptimConfig
+
+    for name, spec in SPECS.items():
+        OptimConfig(**(spec.optim or sgd_setting("benchmark", spec.batch or 64)))
