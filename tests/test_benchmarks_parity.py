@@ -46,5 +46,5 @@ def test_reference_lr_curve_is_ours(o):
 def test_every_spec_setting_is_one_our_recipe_accepts():
     from ssl_transfer.recipe import OptimConfig
 
-    for name, spec in SPECS.items():
+    for spec in SPECS.values():
         OptimConfig(**(spec.optim or sgd_setting("benchmark", spec.batch or 64)))
