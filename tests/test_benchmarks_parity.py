@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.parity import SPECS, reference_schedule, sgd_setting  # noqa: E402
-from ssl_transfer.training.optim import lr_factor  # noqa: E402
+from ssl_transfer.training.optim import lr_factor, warmup_steps  # noqa: E402
 
 
 def _curve(o: dict, epochs: int, per_epoch: int) -> list[float]:
@@ -36,7 +36,8 @@ def _curve(o: dict, epochs: int, per_epoch: int) -> list[float]:
 )
 def test_reference_lr_curve_is_ours(o):
     epochs, per_epoch = 6, 10
-    total, warm = epochs * per_epoch, int(round(o["warmup_epochs"] * per_epoch))
+    total = epochs * per_epoch
+    warm = warmup_steps(total, per_epoch, o["warmup_epochs"])  # ours' warm-up length, as the trainer computes it
     ours = [lr_factor(s, total, warm, o["schedule"], 0.0) for s in range(total)]
     assert _curve(o, epochs, per_epoch) == pytest.approx(ours, abs=1e-9)
     if warm:  # the warm-up really ramps: first step small, peak reached at the end of it
