@@ -48,7 +48,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
-from lightly.models.modules import heads
+from lightly.models.modules import NNMemoryBankModule, heads
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import SimCLRTransform
 from lightly.utils.scheduler import CosineWarmupScheduler, cosine_schedule
@@ -195,6 +195,43 @@ class MoCoRef(_MomentumRef):
 
     def loss(self, x0, x1):
         return self.criterion(self.projection_head(self.backbone(x0)), self.forward_momentum(x1))
+
+
+class MoCoV3Ref(_MomentumRef):
+    """MoCo v3 (no lightly example): the authors' Algorithm 1 with lightly's heads (3-layer projection and 2-layer
+    prediction MLPs, BatchNorm everywhere), symmetric, keys of the whole batch, ``2 * T`` times the cross-entropy."""
+
+    def __init__(self, backbone: nn.Module, temperature: float = 0.2) -> None:
+        head = heads.MoCoProjectionHead(backbone.embed_dim, 1024, 256, num_layers=3, batch_norm=True)
+        super().__init__(backbone, head, momentum=0.99)
+        self.prediction_head = heads.MoCoProjectionHead(256, 1024, 256, num_layers=2, batch_norm=True)
+        self.t = temperature
+
+    def ctr(self, q, k):
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        return 2 * self.t * F.cross_entropy(q @ k.T / self.t, torch.arange(len(q)))
+
+    def loss(self, x0, x1):
+        q0, q1 = (self.prediction_head(self.projection_head(self.backbone(x))) for x in (x0, x1))
+        return self.ctr(q0, self.forward_momentum(x1)) + self.ctr(q1, self.forward_momentum(x0))
+
+
+class NNCLRRef(Reference):
+    """lightly's ``examples/pytorch/nnclr.py``: support set of 4096, NT-Xent at lightly's default temperature."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(backbone)
+        self.projection_head = heads.NNCLRProjectionHead(backbone.embed_dim, 512, 128)
+        self.prediction_head = heads.NNCLRPredictionHead(128, 512, 128)
+        self.memory_bank = NNMemoryBankModule(size=(4096, 128))
+        self.criterion = NTXentLoss()
+
+    def loss(self, x0, x1):
+        z0, z1 = self.projection_head(self.backbone(x0)), self.projection_head(self.backbone(x1))
+        p0, p1 = self.prediction_head(z0), self.prediction_head(z1)
+        z0 = self.memory_bank(z0.detach(), update=False)
+        z1 = self.memory_bank(z1.detach(), update=True)
+        return 0.5 * (self.criterion(z0, p1) + self.criterion(z1, p0))
 
 
 class BYOLRef(_MomentumRef):
@@ -367,6 +404,19 @@ SPECS: dict[str, Spec] = {
             "proj_hidden_dim": 512,
             "proj_out_dim": 128,
         },
+        CIFAR_TRANSFORM,
+        CIFAR_AUG,
+    ),
+    # MoCo v3 and NNCLR at the default budget (12 x 64) and lightly's benchmark SGD, as SimCLR and MoCo v2.
+    "mocov3": Spec(
+        lambda b, d: MoCoV3Ref(b),
+        {"proj_hidden_dim": 1024, "proj_out_dim": 256, "pred_hidden_dim": 1024, "temperature": 0.2, "momentum": 0.99},
+        CIFAR_TRANSFORM,
+        CIFAR_AUG,
+    ),
+    "nnclr": Spec(
+        lambda b, d: NNCLRRef(b),
+        {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 512, "temperature": 0.5, "support_size": 4096},
         CIFAR_TRANSFORM,
         CIFAR_AUG,
     ),

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
+from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import deactivate_requires_grad
 from torch import Tensor, nn
 
 from ssl_transfer.schema import MethodConfig, ProjectedConfig
 
-__all__ = ["MethodConfig", "ProjectedConfig", "PretextMethod", "in_fp32", "momentum_copy"]
+__all__ = ["MethodConfig", "ProjectedConfig", "PretextMethod", "in_fp32", "momentum_copy", "persistent_memory_bank"]
 
 
 class PretextMethod(nn.Module):
@@ -106,3 +107,12 @@ def momentum_copy(module: nn.Module) -> nn.Module:
     twin = copy.deepcopy(module)
     deactivate_requires_grad(twin)
     return twin
+
+
+def persistent_memory_bank(size: int, dim: int) -> MemoryBankModule:
+    """lightly's ``MemoryBankModule`` of ``size`` rows (size, dim), gathered across DDP ranks on update, with its
+    buffers in ``state_dict`` (lightly keeps them out; a queue or support set must survive a resume)."""
+    bank = MemoryBankModule((size, dim), gather_distributed=True, feature_dim_first=False)
+    for name in ("bank", "bank_ptr"):
+        bank.register_buffer(name, getattr(bank, name), persistent=True)
+    return bank

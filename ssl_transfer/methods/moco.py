@@ -23,13 +23,12 @@ from typing import Annotated, Literal
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
+from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy, persistent_memory_bank
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME
 
@@ -67,10 +66,7 @@ class KeyQueue(nn.Module):
     def __init__(self, size: int, dim: int, temperature: float) -> None:
         super().__init__()
         self.temperature = temperature
-        self.memory_bank = MemoryBankModule((size, dim), gather_distributed=True, feature_dim_first=False)
-        bank = self.memory_bank
-        for name in ("bank", "bank_ptr"):  # lightly keeps the queue out of state_dict; checkpoints need it
-            bank.register_buffer(name, getattr(bank, name), persistent=True)
+        self.memory_bank = persistent_memory_bank(size, dim)
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         """Loss of queries (B, D) against keys (B, D) and the queue as it stands (not updated here)."""

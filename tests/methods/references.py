@@ -83,3 +83,23 @@ def triplet_batch_hard(z0: Tensor, z1: Tensor, margin: float) -> Tensor:
         dn = min(float((z0[i] - z1[j]).norm()) for j in range(b) if j != i)
         total += max(0.0, dp - dn + margin)
     return torch.tensor(total / b)
+
+
+def mocov3_contrastive(q: Tensor, k: Tensor, t: float) -> Tensor:
+    """MoCo v3 (Chen et al. 2021, Algorithm 1): 2t * mean_i -log softmax_j(q_i . k_j / t)[i], unit rows."""
+    q = torch.nn.functional.normalize(q, dim=1)
+    k = torch.nn.functional.normalize(k, dim=1)
+    total = 0.0
+    for i in range(len(q)):
+        logits = [float(q[i] @ k[j]) / t for j in range(len(k))]
+        total += math.log(sum(math.exp(v) for v in logits)) - logits[i]
+    return torch.tensor(2 * t * total / len(q))
+
+
+def nearest_by_cosine(z: Tensor, support: Tensor) -> Tensor:
+    """Row by row, the support row with the largest cosine similarity to z's row."""
+    rows = []
+    for zi in z:
+        sims = [float(zi @ s / (zi.norm() * s.norm())) for s in support]
+        rows.append(support[max(range(len(sims)), key=sims.__getitem__)])
+    return torch.stack(rows)

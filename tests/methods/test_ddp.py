@@ -16,12 +16,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.barlowtwins import BarlowTwinsConfig
+from ssl_transfer.methods.base import persistent_memory_bank
+from ssl_transfer.methods.mocov3 import mocov3_infonce
+from ssl_transfer.methods.nnclr import NNCLRConfig, nearest_neighbours
 from ssl_transfer.methods.siamese import margin_contrastive_loss, triplet_loss
 from ssl_transfer.methods.simclr import SimCLRConfig
 from ssl_transfer.methods.vicreg import VICRegConfig
 
 B, D_IN, D_OUT, WORLD = 8, 6, 5, 2
-LOSSES = ["simclr", "barlowtwins", "vicreg", "siamese", "triplet"]
+LOSSES = ["simclr", "barlowtwins", "vicreg", "siamese", "triplet", "mocov3", "nnclr"]
+SUPPORT = 12  # NNCLR support-set rows
 
 
 class _Id(nn.Module):
@@ -41,6 +45,12 @@ def loss_fn(name: str):
         return lambda a, b: triplet_loss(
             nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1), 0.5, "hard"
         )
+    if name == "mocov3":
+        return lambda q, k: mocov3_infonce(q, k, 0.2)
+    if name == "nnclr":  # the neighbour of one view's projection (a support set every rank shares) vs the other's
+        support = torch.randn(SUPPORT, D_OUT, generator=torch.Generator().manual_seed(1))
+        nt_xent = build_method(NNCLRConfig(), _Id(), (D_OUT, 1, 1)).criterion
+        return lambda a, b: nt_xent(nearest_neighbours(a.detach(), support), b)
     cfg = {"simclr": SimCLRConfig(), "barlowtwins": BarlowTwinsConfig(), "vicreg": VICRegConfig()}[name]
     return build_method(cfg, _Id(), (D_OUT, 1, 1)).criterion
 
@@ -65,6 +75,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             loss = loss_fn(name)(model(x0[half]), model(x1[half]))
             loss.backward()  # DDP averages parameter gradients over ranks
             results[name] = (loss.detach(), lin.weight.grad.clone(), lin.bias.grad.clone())
+        bank = persistent_memory_bank(SUPPORT, D_IN)  # queue / support-set update: every rank adds the global batch
+        x0 = make_inputs()[1]
+        bank(x0[rank * B // WORLD : (rank + 1) * B // WORLD], update=True)
+        results["bank"] = (bank.bank.clone(), bank.bank_ptr.clone())
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -89,3 +103,15 @@ def test_gathered_loss_and_gradients_match_global_batch(ddp_results, name):
     for r in ddp_results:  # after DDP's all-reduce every rank holds the same, global, gradient
         assert torch.allclose(r[name][1], lin.weight.grad, rtol=1e-4, atol=1e-5), name
         assert torch.allclose(r[name][2], lin.bias.grad, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_memory_bank_update_gathers_the_global_batch(ddp_results):
+    torch.manual_seed(0)
+    bank = persistent_memory_bank(SUPPORT, D_IN)
+    x0 = make_inputs()[1]
+    bank(x0, update=True)
+    for r in ddp_results:
+        rank_bank, ptr = r["bank"]
+        assert int(ptr) == int(bank.bank_ptr) == B
+        assert torch.equal(rank_bank[:B], bank.bank[:B])  # global order: rank 0's rows, then rank 1's

@@ -12,6 +12,8 @@ from ssl_transfer.methods import build_method
 from ssl_transfer.methods.barlowtwins import BarlowTwinsConfig
 from ssl_transfer.methods.byol import BYOLConfig
 from ssl_transfer.methods.moco import MoCoConfig
+from ssl_transfer.methods.mocov3 import MoCoV3Config, mocov3_infonce
+from ssl_transfer.methods.nnclr import NNCLRConfig, nearest_neighbours
 from ssl_transfer.methods.siamese import SiameseConfig, TripletConfig, margin_contrastive_loss, triplet_loss
 from ssl_transfer.methods.simclr import SimCLRConfig
 from ssl_transfer.methods.simsiam import SimSiamConfig
@@ -66,6 +68,51 @@ def test_moco_queue_is_in_the_state_dict_and_restored():
     fresh = build_method(MoCoConfig(queue_size=16, proj_out_dim=5), Identity(5), (5, 1, 1))
     fresh.load_state_dict(sd, strict=True)
     assert torch.equal(fresh.queue, m.queue) and int(fresh.criterion.memory_bank.bank_ptr) == 4
+
+
+def test_mocov3_loss_is_its_papers_contrastive_loss_over_keys():
+    q, k = z_pair(6, 5)
+    got = mocov3_infonce(q, k, 0.2)
+    assert float(got) == pytest.approx(float(ref.mocov3_contrastive(q, k, 0.2)), rel=1e-5)
+    qg = q.clone().requires_grad_()
+    kg = k.clone().requires_grad_()
+    mocov3_infonce(qg, kg, 0.2).backward()
+    assert qg.grad is not None and kg.grad is None  # keys come from the momentum encoder: no gradient
+
+
+def test_mocov3_step_is_symmetric_over_views_against_momentum_keys():
+    torch.manual_seed(0)
+    m = build_method(MoCoV3Config(proj_out_dim=5, proj_hidden_dim=7, pred_hidden_dim=7), Identity(6), (6, 1, 1))
+    x0, x1 = z_pair(8, 6)
+    out = m.training_step([x0, x1])
+    q0, q1 = (m.prediction_head(m.projection_head(x)) for x in (x0, x1))
+    k0, k1 = (m.projection_head_momentum(x) for x in (x0, x1))
+    expected = ref.mocov3_contrastive(q0, k1, 0.2) + ref.mocov3_contrastive(q1, k0, 0.2)
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_nnclr_neighbours_loss_and_support_set():
+    torch.manual_seed(0)
+    cfg = NNCLRConfig(support_size=16, proj_out_dim=5, proj_hidden_dim=7, pred_hidden_dim=7)
+    m = build_method(cfg, Identity(6), (6, 1, 1))
+    z, support = z_pair(8, 5)[0], torch.randn(16, 5)
+    assert torch.equal(nearest_neighbours(z, support), ref.nearest_by_cosine(z, support))
+    m.support_set.bank.copy_(support)
+    x0, x1 = z_pair(8, 6, seed=1)
+    out = m.training_step([x0, x1])
+    z0, z1 = (m.projection_head(x) for x in (x0, x1))
+    p0, p1 = m.prediction_head(z0), m.prediction_head(z1)
+    n0, n1 = ref.nearest_by_cosine(z0.detach(), support), ref.nearest_by_cosine(z1.detach(), support)
+    expected = 0.5 * (ref.nt_xent(n0, p1, 0.1) + ref.nt_xent(n1, p0, 0.1))
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-4)
+    # the step's first-view projections are added after both lookups, oldest first, and kept in checkpoints
+    assert torch.allclose(m.support_set.bank[:8], z0.detach(), atol=1e-6)
+    assert torch.equal(m.support_set.bank[8:], support[8:])
+    sd = m.state_dict()
+    assert int(sd["support_set.bank_ptr"]) == 8
+    fresh = build_method(cfg, Identity(6), (6, 1, 1))
+    fresh.load_state_dict(sd, strict=True)
+    assert torch.equal(fresh.support_set.bank, m.support_set.bank)
 
 
 @pytest.mark.parametrize("cfg", [BYOLConfig(), SimSiamConfig()])

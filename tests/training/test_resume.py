@@ -62,7 +62,7 @@ def assert_bit_identical(a: object, b: object, path: str = "") -> None:
 
 @pytest.mark.parametrize(
     "method,stop_at",
-    [("simclr", 7), ("simclr", 5), ("moco", 8), ("byol", 6), ("vae", 7), ("dae", 11)],
+    [("simclr", 7), ("simclr", 5), ("moco", 8), ("nnclr", 8), ("byol", 6), ("vae", 7), ("dae", 11)],
 )
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, quiet, monkeypatch, method: str, stop_at: int):
     """stop_at=5 is the last batch of epoch 0: the checkpoint is written before the epoch-end hooks run."""
