@@ -69,7 +69,9 @@ def resolve_device(cfg: TrainerConfig) -> tuple[str, str]:
     return accelerator, precision
 
 
-def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tuple[int, int, int]) -> str:
+def _safe_precision(
+    cfg: TrainerConfig, method: PretextMethod, input_shape: tuple[int, int, int], local_hw: tuple[int, int]
+) -> str:
     """The run's precision: :func:`resolve_device`'s, except that bf16 on a CPU is refused where oneDNN's bf16
     weight gradients are wrong for one of ``method``'s convolutions (:func:`cpu_bf16_hazards`): ``auto`` falls
     back to 32-true with a warning, an explicit ``bf16-mixed`` is a UserError."""
@@ -78,7 +80,7 @@ def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tupl
         return precision
 
     def step(m: Any) -> Any:
-        return m.training_step([torch.zeros(4, *input_shape) for _ in range(m.num_views)])
+        return m.training_step(dummy_views(m, input_shape, local_hw))
 
     hazards = cpu_bf16_hazards(method, step)
     if not hazards:
@@ -94,6 +96,28 @@ def _safe_precision(cfg: TrainerConfig, method: PretextMethod, input_shape: tupl
     raise UserError(
         f"trainer.precision=bf16-mixed on CPU: {why}; use trainer.precision=32-true or a larger data.image_size"
     )
+
+
+def local_views(recipe: Recipe, method: PretextMethod) -> int:
+    """The recipe's number of local views, checked against the method (a UserError before any work)."""
+    n = recipe.augment.local_views
+    if n and not method.supports_local_views:
+        from ssl_transfer.methods import METHODS
+
+        takes = [m for m in METHODS.names() if METHODS.get(m).supports_local_views]
+        raise UserError(
+            f"augment.local_views={n}: method {recipe.method.name} takes {method.num_views} views of one size; "
+            f"local views are for {', '.join(takes)}"
+        )
+    return n
+
+
+def dummy_views(
+    method: PretextMethod, input_shape: tuple[int, int, int], local_hw: tuple[int, int]
+) -> list[torch.Tensor]:
+    """Zero views of batch 4 in the shapes ``method`` is trained on: global views, then its local views."""
+    views = [torch.zeros(4, *input_shape) for _ in range(method.num_views)]
+    return views + [torch.zeros(4, input_shape[0], *local_hw) for _ in range(method.num_local_views)]
 
 
 def _as_recipe(recipe: Recipe | str | Path | dict, overrides: list[str] | None) -> Recipe:
@@ -278,12 +302,15 @@ def pretrain(
     )
     method = build_method(recipe.method, backbone, data.input_shape, data.mean, data.std)
     method.joint_views = recipe.trainer.joint_views
-    precision = _safe_precision(recipe.trainer, method, data.input_shape)
+    method.num_local_views = local_views(recipe, method)
+    precision = _safe_precision(
+        recipe.trainer, method, data.input_shape, recipe.augment.local_image_size(data.image_size)
+    )
     if recipe.trainer.channels_last:
         to_channels_last(method)
     if recipe.trainer.compile:
         compile_children(method)
-    train_set, augments = training_views(recipe.augment, data, method.num_views)
+    train_set, augments, local_augment = training_views(recipe.augment, data, method.num_views)
     plot_images = first_images(data.train, 8) if recipe.logging.plots else None
     loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
     module = PretrainModule(
@@ -299,6 +326,7 @@ def pretrain(
         check_finite=recipe.trainer.stop_on_nonfinite,
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
         channels_last=recipe.trainer.channels_last,
+        local_augment=local_augment,
     )
 
     monitor = build_monitor(recipe, data, run_dir)

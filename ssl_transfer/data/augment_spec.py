@@ -59,6 +59,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+LOCAL = ("local_views", "local_size", "local_crop_scale")
+
+
 class AugmentConfig(StrictModel):
     """Augmentation pipeline, applied in this order: crop, flip, affine, colour jitter, grayscale, blur, solarise,
     noise.
@@ -92,15 +95,26 @@ class AugmentConfig(StrictModel):
     second_view: dict[str, Any] | None = Field(
         None, description="fields that differ for the second view (asymmetric views, e.g. BYOL)"
     )
+    local_views: Annotated[int, Field(ge=0, le=32)] = Field(
+        0,
+        description="multi-crop: small local views after the method's global ones (DINO, SwAV: 6 or more; 0 = off); "
+        "they use the first view's settings with local_crop_scale and local_size",
+    )
+    local_size: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="side of the local views in pixels (default: half the image side, e.g. 16 for 32 px)"
+    )
+    local_crop_scale: UnitPair = Field(
+        (0.05, 0.4), description="RandomResizedCrop area range of the local views (DINO: 0.05-0.4)"
+    )
 
     @model_validator(mode="after")
     def _check_second_view(self) -> AugmentConfig:
         if self.second_view is not None:
-            bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view", "backend"})
+            bad = set(self.second_view) - (set(type(self).model_fields) - {"preset", "second_view", "backend", *LOCAL})
             if bad:
                 raise ValueError(
                     f"augment.second_view: unknown key {sorted(bad)[0]!r} "
-                    "(allowed: any augment field but preset, backend)"
+                    "(allowed: any augment field but preset, backend and the local_* fields)"
                 )
             try:
                 self.view_config(1)
@@ -110,11 +124,21 @@ class AugmentConfig(StrictModel):
                 raise ValueError(f"augment.second_view.{where}: {err['msg']} (got {err['input']!r})") from None
         return self
 
+    def local_config(self) -> AugmentConfig:
+        """The settings of the local views: the first view's, cropped at ``local_crop_scale``."""
+        return self.model_copy(update={"crop_scale": self.local_crop_scale, "second_view": None})
+
+    def local_image_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """Output size (H, W) of the local views for global views of ``image_size``."""
+        if self.local_size is not None:
+            return (self.local_size, self.local_size)
+        return (max(1, image_size[0] // 2), max(1, image_size[1] // 2))
+
     def view_config(self, i: int) -> AugmentConfig:
         """The settings for view ``i`` (0-based): the second view applies ``second_view`` on top."""
         if i == 0 or self.second_view is None:
             return self
-        data = {**self.model_dump(exclude={"second_view", "preset", "backend"}), **self.second_view}
+        data = {**self.model_dump(exclude={"second_view", "preset", "backend", *LOCAL}), **self.second_view}
         return AugmentConfig.model_validate(data)
 
     @model_validator(mode="before")

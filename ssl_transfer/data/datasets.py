@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,13 +90,16 @@ class ArrayDataset(Dataset):
         return ArrayDataset(self.images[:n], self.labels[:n])
 
 
-def collate_batch(items: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-    """Collate for both dataset kinds: a pre-batched (images, labels) pair passes through, samples are stacked."""
+def collate_batch(items: tuple[Any, Tensor] | list[tuple[Any, Tensor]]) -> tuple[Any, Tensor]:
+    """Collate for both dataset kinds: a pre-batched (images, labels) pair passes through, samples are stacked.
+    Samples whose image is a tuple of tensors (global views (V, C, H, W), local views (L, C, h, w): multi-crop made
+    per image) give a list with each part stacked: [(B, V, C, H, W), (B, L, C, h, w)]."""
     if isinstance(items, tuple):
         return items
-    images = torch.stack([im for im, _ in items])
     labels = torch.as_tensor([int(lb) for _, lb in items], dtype=torch.long)
-    return images, labels
+    if isinstance(items[0][0], tuple):
+        return [torch.stack(part) for part in zip(*(im for im, _ in items))], labels
+    return torch.stack([im for im, _ in items]), labels
 
 
 def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> Tensor:

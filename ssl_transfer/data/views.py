@@ -102,6 +102,7 @@ _KORNIA: dict[str, Any] = {
     "blur": lambda kernel, sigma, p: K.RandomGaussianBlur((kernel, kernel), sigma=sigma, p=p),
     "solarize": lambda p: K.RandomSolarize(thresholds=0.0, additions=0.0, p=p),
     "noise": lambda std: GaussianNoise(std),
+    "resize": lambda size: K.Resize(size, antialias=True),
 }
 
 
@@ -122,9 +123,18 @@ def _torchvision() -> dict[str, Any]:
     }
 
 
-def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment:
-    """The batched (kornia) pipeline for images of ``channels`` x ``image_size``."""
-    return Augment([_KORNIA[op](**kw) for op, kw in augment_steps(cfg, channels, image_size) if op in _KORNIA])
+def build_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int], resize: bool = False) -> Augment:
+    """The batched (kornia) pipeline with output ``channels`` x ``image_size``. Without a crop the batch keeps its
+    size unless ``resize`` (local views: smaller than the batch)."""
+    steps = augment_steps(cfg, channels, image_size)
+    return Augment([_KORNIA[op](**kw) for op, kw in steps if op in _KORNIA and (resize or op != "resize")])
+
+
+def build_local_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> Augment | None:
+    """The batched pipeline of the local views (multi-crop) for global views of ``image_size``; None without any."""
+    if cfg.local_views == 0:
+        return None
+    return build_augment(cfg.local_config(), channels, cfg.local_image_size(image_size), resize=True)
 
 
 def build_view_augments(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]) -> list[Augment]:
@@ -148,13 +158,20 @@ def build_pil_augment(cfg: AugmentConfig, channels: int, image_size: tuple[int, 
 
 
 class MultiViewTransform:
-    """PIL image -> uint8 views (num_views, C, H, W); view i uses transform ``i % len(transforms)``."""
+    """PIL image -> uint8 views (num_views, C, H, W); view i uses transform ``i % len(transforms)``. With
+    ``local_views``: a pair (global views, local views (local_views, C, h, w) from ``local_transform``)."""
 
-    def __init__(self, transforms: Sequence[Any], num_views: int) -> None:
+    def __init__(
+        self, transforms: Sequence[Any], num_views: int, local_transform: Any = None, local_views: int = 0
+    ) -> None:
         self.transforms, self.num_views = list(transforms), num_views
+        self.local_transform, self.local_views = local_transform, local_views
 
-    def __call__(self, image: Any) -> Tensor:
-        return torch.stack([self.transforms[i % len(self.transforms)](image) for i in range(self.num_views)])
+    def __call__(self, image: Any) -> Tensor | tuple[Tensor, Tensor]:
+        views = torch.stack([self.transforms[i % len(self.transforms)](image) for i in range(self.num_views)])
+        if not self.local_views:
+            return views
+        return views, torch.stack([self.local_transform(image) for _ in range(self.local_views)])
 
 
 def build_pil_views(
@@ -162,8 +179,14 @@ def build_pil_views(
 ) -> MultiViewTransform:
     """The per-image multi-view transform for ``backend: pil``."""
     n = 1 if cfg.second_view is None else 2
+    local = (
+        build_pil_augment(cfg.local_config(), channels, cfg.local_image_size(image_size)) if cfg.local_views else None
+    )
     return MultiViewTransform(
-        [build_pil_augment(cfg.view_config(i), channels, image_size) for i in range(n)], num_views
+        [build_pil_augment(cfg.view_config(i), channels, image_size) for i in range(n)],
+        num_views,
+        local,
+        cfg.local_views,
     )
 
 
@@ -177,16 +200,24 @@ def build_noise_only(cfg: AugmentConfig, channels: int, image_size: tuple[int, i
 
 def training_views(
     cfg: AugmentConfig, data: DataBundle, num_views: int
-) -> tuple[ArrayDataset | FileDataset, list[Augment]]:
-    """The training set and the batched augmentations of each view, for ``cfg.backend``: ``batched`` keeps the
-    dataset and augments on the device; ``pil`` (image folders only) gives the dataset per-image views and leaves
-    only additive noise to the batch."""
+) -> tuple[ArrayDataset | FileDataset, list[Augment], Augment | None]:
+    """The training set, the batched augmentations of each global view and of the local views (None without
+    multi-crop), for ``cfg.backend``: ``batched`` keeps the dataset and augments on the device; ``pil`` (image
+    folders only) gives the dataset per-image views and leaves only additive noise to the batch."""
     if cfg.backend != "pil":
-        return data.train, build_view_augments(cfg, data.channels, data.image_size)
+        return (
+            data.train,
+            build_view_augments(cfg, data.channels, data.image_size),
+            build_local_augment(cfg, data.channels, data.image_size),
+        )
     if not isinstance(data.train, FileDataset):
         raise UserError(
             f"augment.backend=pil is for imagefolder data; data.source={data.source} is augmented in batches on "
             "the device"
         )
     views = build_pil_views(cfg, data.channels, data.image_size, num_views)
-    return data.train.with_transform(views), build_noise_only(cfg, data.channels, data.image_size)
+    noise = build_noise_only(cfg, data.channels, data.image_size)
+    local = None
+    if cfg.local_views:
+        local = build_augment(AugmentConfig(noise_std=cfg.noise_std), data.channels, data.image_size)
+    return data.train.with_transform(views), noise, local

@@ -25,6 +25,7 @@ class PretextMethod(nn.Module):
 
     config_cls: ClassVar[type[MethodConfig]]
     num_views: ClassVar[int] = 1
+    supports_local_views: ClassVar[bool] = False  # multi-crop: smaller views after the num_views global ones
     pixel_mean: Tensor
     pixel_std: Tensor
 
@@ -51,7 +52,13 @@ class PretextMethod(nn.Module):
         )
         self.step = 0
         self.total_steps = 1
+        self.steps_per_epoch = 1
         self.joint_views = False  # set by the trainer (trainer.joint_views); see forward_views
+        self.num_local_views = 0  # set by the trainer (augment.local_views) for methods that support them
+
+    def split_views(self, views: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The step's views as (global views, local views): ``num_views`` full-size ones, then the smaller ones."""
+        return list(views[: self.num_views]), list(views[self.num_views :])
 
     def forward_views(self, fn: Callable[[Tensor], Tensor], views: Sequence[Tensor]) -> list[Tensor]:
         """``fn`` on each view: V tensors (B, C, H, W) -> V tensors (B, ...).
@@ -64,14 +71,19 @@ class PretextMethod(nn.Module):
             return list(fn(torch.cat(list(views))).chunk(len(views)))
         return [fn(v) for v in views]
 
-    def set_progress(self, step: int, total_steps: int) -> None:
-        """Called by the trainer before every step, for schedules (momentum, KL warm-up)."""
-        self.step, self.total_steps = step, max(1, total_steps)
+    def set_progress(self, step: int, total_steps: int, steps_per_epoch: int = 1) -> None:
+        """Called by the trainer before every step, for schedules (momentum, KL warm-up, teacher temperature)."""
+        self.step, self.total_steps, self.steps_per_epoch = step, max(1, total_steps), max(1, steps_per_epoch)
 
     @property
     def progress(self) -> float:
         """Fraction of training done, in [0, 1]."""
         return min(1.0, self.step / self.total_steps)
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done so far (fractional within an epoch), for schedules given in epochs."""
+        return self.step / self.steps_per_epoch
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
         """``views``: ``num_views`` tensors (B, C, H, W), normalised. Returns scalars; ``'loss'`` is optimised."""
@@ -79,6 +91,15 @@ class PretextMethod(nn.Module):
 
     def after_optimizer_step(self) -> None:
         """Hook after each optimizer step (momentum encoders update here)."""
+
+    def before_optimizer_step(self) -> None:
+        """Hook between backward and the optimizer step, gradients in place (freeze a layer early on by setting its
+        gradients to None: the optimizer then skips it, weight decay included)."""
+
+    def weight_decay(self, base: float) -> float:
+        """The weight decay of this step for parameter groups whose recipe value is ``base`` (> 0); constant by
+        default (DINO: a cosine schedule)."""
+        return base
 
     def fixed_lr_modules(self) -> list[nn.Module]:
         """Modules whose learning rate the schedule leaves at its base value (none by default)."""
@@ -93,13 +114,22 @@ class PretextMethod(nn.Module):
         return None
 
 
-def in_fp32(loss_fn: Callable[..., Tensor], *args: Any) -> Tensor:
-    """``loss_fn(*args)`` in float32 with autocast off, tensors cast to float32: under bf16 autocast, similarity
-    logits divided by a temperature, covariance sums and exp(logvar) lose too much precision. Tensors are the
-    heads' outputs, e.g. (B, D), in bf16 or fp32; other arguments pass through."""
-    device_type = next(a for a in args if isinstance(a, Tensor)).device.type
+def in_fp32(loss_fn: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:
+    """``loss_fn(*args, **kwargs)`` in float32 with autocast off, tensors (and lists of tensors) cast to float32:
+    under bf16 autocast, similarity logits divided by a temperature, covariance sums and exp(logvar) lose too much
+    precision. Tensors are the heads' outputs, e.g. (B, D), in bf16 or fp32; other arguments pass through."""
+
+    def fp32(a: Any) -> Any:
+        if isinstance(a, Tensor):
+            return a.float()
+        if isinstance(a, (list, tuple)):
+            return [fp32(x) for x in a]
+        return a
+
+    first = next(a for a in args if isinstance(a, Tensor) or (isinstance(a, (list, tuple)) and a))
+    device_type = (first if isinstance(first, Tensor) else first[0]).device.type
     with torch.autocast(device_type=device_type, enabled=False):
-        return loss_fn(*(a.float() if isinstance(a, Tensor) else a for a in args))
+        return loss_fn(*(fp32(a) for a in args), **kwargs)
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

@@ -54,14 +54,16 @@ class PretrainModule(pl.LightningModule):
         check_finite: bool = True,
         check_grads: bool = True,
         channels_last: bool = False,
+        local_augment: Augment | None = None,
     ) -> None:
         """``sampler``: the training loader's batch sampler (its position is checkpointed). ``check_finite``:
         stop on a non-finite loss, and (``check_grads``) gradients, before the optimizer step applies them.
         ``channels_last``: views are handed to the method in channels_last memory format (the trainer converts
-        the model)."""
+        the model). ``local_augment``: the batched pipeline of the method's ``num_local_views`` local views."""
         super().__init__()
         self.method = method
         self.augments = torch.nn.ModuleList(augments)
+        self.local_augment = local_augment
         self.optim_cfg = optim
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
@@ -84,13 +86,18 @@ class PretrainModule(pl.LightningModule):
         """(B, C, H, W) in [0, 1] -> normalised."""
         return (x01 - self.mean) / self.std
 
-    def make_views(self, images: Tensor) -> list[Tensor]:
-        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views (view i: pipeline i % n).
+    def make_views(self, images: Tensor | Sequence[Tensor]) -> list[Tensor]:
+        """uint8 (B, C, H, W) -> ``method.num_views`` augmented, normalised float views (view i: pipeline i % n),
+        then ``method.num_local_views`` local views (multi-crop, smaller) from the local pipeline.
 
         uint8 (B, V, C, H, W) are views already made per image (``augment.backend: pil``); view i is
-        ``images[:, i]`` and goes through pipeline i % n (additive noise only, in that mode).
+        ``images[:, i]`` and goes through pipeline i % n (additive noise only, in that mode). With local views
+        made per image the batch is a pair [(B, V, C, H, W), (B, L, C, h, w)].
         """
-        n = self.method.num_views
+        n, n_local = self.method.num_views, self.method.num_local_views
+        local = None
+        if not isinstance(images, Tensor):
+            images, local = images
         with torch.no_grad():
             if images.ndim == 5:
                 xs = [images[:, i].float().div_(255.0) for i in range(n)]
@@ -98,16 +105,22 @@ class PretrainModule(pl.LightningModule):
                 x = images.float().div_(255.0)
                 xs = [x] * n
             views = [self.normalize(self.augments[i % len(self.augments)](xi)) for i, xi in enumerate(xs)]
+            if n_local:
+                assert self.local_augment is not None, "local views need the local pipeline"
+                ls = [local[:, i].float().div_(255.0) for i in range(n_local)] if local is not None else [x] * n_local
+                views += [self.normalize(self.local_augment(li)) for li in ls]
             return [v.contiguous(memory_format=self.memory_format) for v in views]
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        images, _ = batch
-        self.method.set_progress(self.global_step, int(self.trainer.estimated_stepping_batches))
+    def training_step(self, batch: tuple[Tensor | list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = int(self.trainer.num_training_batches) // max(1, self.trainer.accumulate_grad_batches)
+        self.method.set_progress(self.global_step, total, per_epoch)
         out = self.method.training_step(self.make_views(images))
         loss = out["loss"]
         self._last_loss = loss.detach()
         self._batches_done = batch_idx + 1
-        bs = len(images)
+        bs = len(labels)
         self._epoch_images += bs
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         for k, v in out.items():
@@ -120,6 +133,14 @@ class PretrainModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Stop before a non-finite loss or gradient reaches the weights; the last checkpoint stays good."""
+        self._check_finite()
+        self.method.before_optimizer_step()
+        for group in optimizer.param_groups:  # the method's weight-decay schedule (constant by default)
+            base = group.setdefault("base_weight_decay", group["weight_decay"])
+            if base:
+                group["weight_decay"] = self.method.weight_decay(base)
+
+    def _check_finite(self) -> None:
         if not self.check_finite or self._last_loss is None:
             return
         loss = self._last_loss.float()
