@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules.heads import DINOProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
@@ -55,17 +55,21 @@ class DINOConfig(ProjectedConfig):
 
 
 def dino_head(embed_dim: int, cfg: DINOConfig) -> DINOProjectionHead:
-    """lightly's DINO head for an encoder of ``embed_dim`` features: (B, embed_dim) -> (B, output_dim)."""
-    with warnings.catch_warnings():  # lightly's head uses torch's deprecated weight_norm; nothing a user can change
+    """lightly's DINO head for an encoder of ``embed_dim`` features: (B, embed_dim) -> (B, output_dim). Its
+    weight-normalised last layer is rebuilt with torch's parametrization (lightly uses the deprecated
+    ``nn.utils.weight_norm``, whose module cannot be deep-copied after a forward pass), same function and init:
+    unit norm, fixed when ``norm_last_layer``."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
-        return DINOProjectionHead(
-            embed_dim,
-            cfg.proj_hidden_dim,
-            cfg.bottleneck_dim,
-            cfg.output_dim,
-            batch_norm=cfg.head_batch_norm,
-            norm_last_layer=cfg.norm_last_layer,
+        head = DINOProjectionHead(
+            embed_dim, cfg.proj_hidden_dim, cfg.bottleneck_dim, cfg.output_dim, batch_norm=cfg.head_batch_norm
         )
+    last = nn.utils.parametrizations.weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.output_dim, bias=False))
+    norm = last.parametrizations.weight.original0
+    norm.data.fill_(1)
+    norm.requires_grad = not cfg.norm_last_layer
+    head.last_layer = last
+    return head
 
 
 @METHODS.register("dino")
@@ -81,10 +85,7 @@ class DINO(PretextMethod):
         super().__init__(cfg, encoder, *args, **kwargs)
         self.projection_head = dino_head(self.embed_dim, cfg)
         self.encoder_momentum = momentum_copy(self.encoder)
-        # a second head with the student's weights: a weight-normalised layer cannot be deep-copied
-        self.projection_head_momentum = dino_head(self.embed_dim, cfg)
-        self.projection_head_momentum.load_state_dict(self.projection_head.state_dict())
-        deactivate_requires_grad(self.projection_head_momentum)
+        self.projection_head_momentum = momentum_copy(self.projection_head)
         self.criterion = DINOLoss(
             output_dim=cfg.output_dim, student_temp=cfg.student_temp, center_momentum=cfg.center_momentum
         )

@@ -103,3 +103,41 @@ def nearest_by_cosine(z: Tensor, support: Tensor) -> Tensor:
         sims = [float(zi @ s / (zi.norm() * s.norm())) for s in support]
         rows.append(support[max(range(len(sims)), key=sims.__getitem__)])
     return torch.stack(rows)
+
+
+def dino_loss(teacher: list[Tensor], student: list[Tensor], center: Tensor, t_temp: float, s_temp: float) -> Tensor:
+    """Caron et al. 2021, Algorithm 1: cross-entropy of the centred, sharpened teacher distribution of global view i
+    and the student's of view j, for every pair i != j, averaged over pairs and images."""
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher):
+        pt = torch.softmax((t - center) / t_temp, dim=1)
+        for j, s in enumerate(student):
+            if i == j:
+                continue
+            total += float(-(pt * torch.log_softmax(s / s_temp, dim=1)).sum(1).mean())
+            pairs += 1
+    return torch.tensor(total / pairs)
+
+
+def sinkhorn_knopp(scores: Tensor, iterations: int, eps: float) -> Tensor:
+    """Caron et al. 2020, Algorithm 1 (the authors' distributed_sinkhorn on one process): codes (B, K) with each
+    image's row summing to 1 and each prototype's column to B / K (approximately, after ``iterations``)."""
+    q = torch.exp(scores / eps).T  # (K, B)
+    q = q / q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(dim=1, keepdim=True) / k
+        q = q / q.sum(dim=0, keepdim=True) / b
+    return (q * b).T
+
+
+def swav_loss(scores: list[Tensor], n_global: int, temp: float, iterations: int, eps: float) -> Tensor:
+    """SwAV's swapped prediction: the codes of each global view predicted from every other view, averaged."""
+    total = 0.0
+    for i in range(n_global):
+        q = sinkhorn_knopp(scores[i].detach(), iterations, eps)
+        sub = sum(
+            float(-(q * torch.log_softmax(s / temp, dim=1)).sum(1).mean()) for v, s in enumerate(scores) if v != i
+        )
+        total += sub / (len(scores) - 1)
+    return torch.tensor(total / n_global)

@@ -17,14 +17,17 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ssl_transfer.methods import build_method
 from ssl_transfer.methods.barlowtwins import BarlowTwinsConfig
 from ssl_transfer.methods.base import persistent_memory_bank
+from ssl_transfer.methods.dino import DINOConfig
 from ssl_transfer.methods.mocov3 import mocov3_infonce
 from ssl_transfer.methods.nnclr import NNCLRConfig, nearest_neighbours
 from ssl_transfer.methods.siamese import margin_contrastive_loss, triplet_loss
 from ssl_transfer.methods.simclr import SimCLRConfig
+from ssl_transfer.methods.swav import SwAVConfig
 from ssl_transfer.methods.vicreg import VICRegConfig
 
 B, D_IN, D_OUT, WORLD = 8, 6, 5, 2
-LOSSES = ["simclr", "barlowtwins", "vicreg", "siamese", "triplet", "mocov3", "nnclr"]
+LOSSES = ["simclr", "barlowtwins", "vicreg", "siamese", "triplet", "mocov3", "nnclr", "swav", "dino"]
+DINO_CENTER: list[torch.Tensor] = []  # the DINO criterion of the last loss_fn("dino"), for its centre
 SUPPORT = 12  # NNCLR support-set rows
 
 
@@ -51,6 +54,13 @@ def loss_fn(name: str):
         support = torch.randn(SUPPORT, D_OUT, generator=torch.Generator().manual_seed(1))
         nt_xent = build_method(NNCLRConfig(), _Id(), (D_OUT, 1, 1)).criterion
         return lambda a, b: nt_xent(nearest_neighbours(a.detach(), support), b)
+    if name == "swav":  # Sinkhorn codes over the global batch (a, b: cosine prototype scores of the two views)
+        swav = build_method(SwAVConfig(), _Id(), (D_OUT, 1, 1)).criterion
+        return lambda a, b: swav([nn.functional.normalize(a, dim=1), nn.functional.normalize(b, dim=1)], []).squeeze()
+    if name == "dino":  # teacher = student outputs here; the centre update averages the teacher over all ranks
+        dino = build_method(DINOConfig(output_dim=D_OUT), _Id(), (D_OUT, 1, 1)).criterion
+        DINO_CENTER[:] = [dino.center]
+        return lambda a, b: dino([a.detach(), b.detach()], [a, b])
     cfg = {"simclr": SimCLRConfig(), "barlowtwins": BarlowTwinsConfig(), "vicreg": VICRegConfig()}[name]
     return build_method(cfg, _Id(), (D_OUT, 1, 1)).criterion
 
@@ -75,6 +85,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
             loss = loss_fn(name)(model(x0[half]), model(x1[half]))
             loss.backward()  # DDP averages parameter gradients over ranks
             results[name] = (loss.detach(), lin.weight.grad.clone(), lin.bias.grad.clone())
+        results["dino_center"] = DINO_CENTER[0].clone()
         bank = persistent_memory_bank(SUPPORT, D_IN)  # queue / support-set update: every rank adds the global batch
         x0 = make_inputs()[1]
         bank(x0[rank * B // WORLD : (rank + 1) * B // WORLD], update=True)
@@ -115,3 +126,11 @@ def test_memory_bank_update_gathers_the_global_batch(ddp_results):
         rank_bank, ptr = r["bank"]
         assert int(ptr) == int(bank.bank_ptr) == B
         assert torch.equal(rank_bank[:B], bank.bank[:B])  # global order: rank 0's rows, then rank 1's
+
+
+@pytest.mark.slow
+def test_dino_centre_is_the_global_batch_mean(ddp_results):
+    lin, x0, x1 = make_inputs()
+    loss_fn("dino")(lin(x0), lin(x1))
+    for r in ddp_results:
+        assert torch.allclose(r["dino_center"], DINO_CENTER[0], atol=1e-6)
