@@ -19,13 +19,22 @@ PROTOCOLS = [r for r in list_recipes() if r.startswith("protocols/")]
 needs_subset = pytest.mark.skipif(not SUBSET.is_file(), reason="../shared/datasets/cifar10_subset.npz not present")
 
 
+def protocol_name(method: str) -> str:
+    """A method's protocol recipe: the CIFAR ResNet-18, or ViT-Tiny for the methods that need a ViT."""
+    return f"protocols/cifar10_{method}_{'vit_tiny' if METHODS.get(method).needs_vit else 'resnet18'}"
+
+
 def test_every_method_has_a_protocol_recipe_with_lightlys_settings():
-    assert sorted(PROTOCOLS) == sorted(f"protocols/cifar10_{m}_resnet18" for m in METHODS.names())
+    assert sorted(PROTOCOLS) == sorted(protocol_name(m) for m in METHODS.names())
     for name in PROTOCOLS:
         r = load_recipe(name)
         assert r.name == name.split("/")[1] and r.method.name == name.split("_")[1]
-        assert r.backbone.name == "resnet18_cifar" and r.data.batch_size == 512 and r.trainer.max_epochs == 200
+        assert r.data.batch_size == 512 and r.trainer.max_epochs == 200
         assert (r.eval.knn.k, r.eval.knn.temperature) == (200, 0.1)
+        if name.endswith("_vit_tiny"):
+            assert r.backbone.name == "vit_tiny_patch16_224"
+            continue
+        assert r.backbone.name == "resnet18_cifar"
         # lightly's benchmark: its ResNet has no zero-initialised last BN per block, SGD decays every parameter
         assert r.backbone.kwargs == {"zero_init_last": False}
         assert r.optim.optimizer != "sgd" or not r.optim.exclude_norm_and_bias

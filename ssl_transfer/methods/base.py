@@ -26,6 +26,7 @@ class PretextMethod(nn.Module):
     config_cls: ClassVar[type[MethodConfig]]
     num_views: ClassVar[int] = 1
     supports_local_views: ClassVar[bool] = False  # multi-crop: smaller views after the num_views global ones
+    needs_vit: ClassVar[bool] = False  # the backbone must be a timm ViT (masked image modelling)
     pixel_mean: Tensor
     pixel_std: Tensor
 

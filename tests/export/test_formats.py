@@ -23,7 +23,8 @@ QUIET = {"logging": {"wandb": "disabled", "plots": False}, "trainer": {"max_epoc
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Three trained encoders: our small CNN (via `run`, so eval metrics are in its metadata), a timm ResNet
-    with the VAE's linear mean head, and a timm ViT built with extra constructor arguments."""
+    with the VAE's linear mean head, and a timm ViT built with extra constructor arguments, pretrained by MAE (the
+    exported encoder is the ViT without masking or decoder)."""
     out = tmp_path_factory.mktemp("runs")
     digits = {"source": "digits", "limit_train": 128, "batch_size": 64}
     res = {
@@ -54,7 +55,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                 "output_dir": str(out),
                 "data": {**digits, "image_size": 16},
                 "backbone": {"name": "vit_tiny_patch16_224", "kwargs": {"patch_size": 4}},
-                "method": {"name": "byol"},
+                "method": {"name": "mae"},
                 **QUIET,
             }
         ).run_dir,

@@ -13,6 +13,13 @@ from ssl_transfer.methods import METHODS, build_method
 SHAPE = (1, 8, 8)
 
 
+def tiny_backbone(name: str) -> torch.nn.Module:
+    """cnn_tiny, or a 2-block ViT with 2-pixel patches for the methods that need a ViT."""
+    if METHODS.get(name).needs_vit:
+        return build_backbone("vit_tiny_patch16_224", SHAPE, kwargs={"patch_size": 2, "depth": 2})
+    return build_backbone("cnn_tiny", SHAPE)
+
+
 def fixed_views(n_views: int, n: int = 64) -> list[torch.Tensor]:
     """``n_views`` fixed augmentations of the same n real digits, normalised."""
     from sklearn.datasets import load_digits
@@ -28,7 +35,7 @@ def fixed_views(n_views: int, n: int = 64) -> list[torch.Tensor]:
 def test_loss_falls_over_20_steps_on_a_fixed_batch(name):
     torch.manual_seed(0)
     cfg = METHODS.get(name).config_cls(**({"queue_size": 256} if name == "moco" else {}))
-    m = build_method(cfg, build_backbone("cnn_tiny", SHAPE), SHAPE, [0.3], [0.37])
+    m = build_method(cfg, tiny_backbone(name), SHAPE, [0.3], [0.37])
     views = fixed_views(m.num_views)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=2e-3)
     hold_queue = None
@@ -60,7 +67,7 @@ def test_encoder_embeds_and_config_round_trips(name):
     cfg_cls = METHODS.get(name).config_cls
     cfg = cfg_cls()
     assert cfg.name == name and cfg_cls.model_validate(cfg.model_dump()) == cfg
-    m = build_method(cfg, build_backbone("cnn_tiny", SHAPE), SHAPE)
+    m = build_method(cfg, tiny_backbone(name), SHAPE)
     head = m.export_head()
     z = m.encoder(torch.randn(4, *SHAPE))
     if head is not None:

@@ -62,7 +62,17 @@ def assert_bit_identical(a: object, b: object, path: str = "") -> None:
 
 @pytest.mark.parametrize(
     "method,stop_at",
-    [("simclr", 7), ("simclr", 5), ("moco", 8), ("nnclr", 8), ("byol", 6), ("vae", 7), ("dae", 11)],
+    [
+        ("simclr", 7),
+        ("simclr", 5),
+        ("moco", 8),
+        ("nnclr", 8),
+        ("byol", 6),
+        ("dino", 6),
+        ("swav", 7),
+        ("vae", 7),
+        ("dae", 11),
+    ],
 )
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path: Path, quiet, monkeypatch, method: str, stop_at: int):
     """stop_at=5 is the last batch of epoch 0: the checkpoint is written before the epoch-end hooks run."""
@@ -99,8 +109,26 @@ def _poll_checkpoint_step(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Path, quiet):
-    """A real `ssl-transfer pretrain` process is killed with SIGKILL mid-epoch and resumed with --resume."""
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("moco", {}),
+        (
+            "dino",
+            {
+                "augment.local_views": 2,
+                "augment.local_size": 6,
+                "method.weight_decay_end": 0.1,
+                "method.proj_hidden_dim": 64,
+                "method.output_dim": 256,
+            },
+        ),
+    ],
+    ids=["moco", "dino-multicrop"],
+)
+def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Path, quiet, method: str, extra: dict):
+    """A real `ssl-transfer pretrain` process is killed with SIGKILL mid-epoch and resumed with --resume (DINO:
+    its centre, teacher, local views and weight-decay schedule continue exactly)."""
     args = [
         f"{k}={v}"
         for k, v in {
@@ -108,7 +136,8 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
             "data.batch_size": 32,
             "backbone.name": "cnn_tiny",
             "augment.preset": "digits",
-            "method.name": "moco",
+            "method.name": method,
+            **extra,
             "trainer.max_epochs": 4,
             "trainer.deterministic": "true",
             "trainer.checkpoint_every_n_steps": 3,
