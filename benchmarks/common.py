@@ -136,3 +136,34 @@ def method_names(arg: str) -> list[str]:
     for m in names:
         METHODS.get(m)
     return names
+
+
+TEACHER_METHOD = "simclr"  # a distilling method's teacher: the same benchmark's run of this method
+
+
+def distils(method: str) -> bool:
+    """True when ``method`` learns from a trained teacher (its config has a ``teacher`` field)."""
+    from ssl_transfer.methods import METHODS
+
+    return "teacher" in METHODS.get(method).config_cls.model_fields
+
+
+def teacher_override(method: str, teacher_run: Path) -> list[str]:
+    """The recipe override that points a distilling method at ``teacher_run``; none for other methods. The teacher
+    run must exist: benchmarks train ``TEACHER_METHOD`` first (:func:`with_teacher_first`)."""
+    if not distils(method):
+        return []
+    if not (teacher_run / "encoder.safetensors").is_file():
+        raise SystemExit(f"{method} distils {TEACHER_METHOD}'s run, but there is none at {teacher_run}: run it first")
+    return [f"method.teacher={teacher_run}"]
+
+
+def with_teacher_first(methods: list[str], teacher_run: Path) -> list[str]:
+    """``methods`` in run order: ``TEACHER_METHOD`` before any method that distils it, added when its run is
+    missing."""
+    if not any(distils(m) for m in methods):
+        return methods
+    rest = [m for m in methods if m != TEACHER_METHOD]
+    if TEACHER_METHOD in methods or not (teacher_run / "encoder.safetensors").is_file():
+        return [TEACHER_METHOD, *rest]
+    return rest

@@ -22,12 +22,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    TEACHER_METHOD,
     command_line,
     git_rev,
     machine,
     markdown_table,
     method_names,
     save_json,
+    teacher_override,
+    with_teacher_first,
     write_section,
 )
 from ssl_transfer.backbones import build_backbone  # noqa: E402
@@ -48,6 +51,7 @@ def run_method(name: str, extra: list[str], out_dir: Path) -> dict:
         f"name=bench-{name}",
         "logging.wandb=disabled",
         "trainer.progress_bar=false",
+        *teacher_override(name, out_dir / f"bench-{TEACHER_METHOD}"),
         *extra,
     ]
     recipe = load_recipe(f"{name}_mnist", overrides)
@@ -169,7 +173,7 @@ def main() -> None:
     store["machine"], store["git"] = machine(), git_rev()
     if "references" not in store or store.get("references_git") != store["git"]:
         store["references"], store["references_git"] = references("../shared/datasets/mnist.npz"), store["git"]
-    for m in methods:
+    for m in with_teacher_first(methods, Path(args.out) / f"bench-{TEACHER_METHOD}"):
         r = run_method(m, args.override, Path(args.out))
         store["methods"][m] = r
         print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)

@@ -617,6 +617,12 @@ SPECS: dict[str, Spec] = {
 }
 
 
+# Methods without a parity row, and why (each is measured elsewhere).
+NO_REFERENCE = {
+    "distill": "distillation needs a trained teacher; benchmarks/quality.py compares the student with its teacher",
+}
+
+
 # --------------------------------------------------------------------------- runs
 
 
@@ -809,7 +815,7 @@ def method_setting(spec: Spec, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", default=",".join(METHODS.names()))
+    ap.add_argument("--methods", default=",".join(m for m in METHODS.names() if m not in NO_REFERENCE))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=12, help="for the methods whose spec sets none")
     ap.add_argument("--batch-size", type=int, default=64, help="for the methods whose spec sets none")
@@ -837,6 +843,9 @@ def main() -> None:
         print_section("parity")
         return
     methods = method_names(args.methods)
+    for m in methods:
+        if m in NO_REFERENCE:
+            raise SystemExit(f"parity.py: no parity row for {m}: {NO_REFERENCE[m]}")
     missing = [m for m in methods if m not in SPECS]
     if missing:
         raise SystemExit(f"parity.py: no reference for {', '.join(missing)}; add one to SPECS")

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cifar_data import cifar10_overrides  # noqa: E402
 from benchmarks.common import (
+    TEACHER_METHOD,
     command_line,
     git_rev,
     machine,
@@ -43,6 +44,8 @@ from benchmarks.common import (
     method_names,
     print_section,
     save_json,
+    teacher_override,
+    with_teacher_first,
     write_section,
 )  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
@@ -99,6 +102,7 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
         "logging.wandb=disabled",
         "logging.plots=false",
         "trainer.progress_bar=false",
+        *teacher_override(method, out_dir / f"{ds.name}-{TEACHER_METHOD}"),
     ]
     recipe = load_recipe(f"{method}_{ds.recipe_suffix}", overrides)
     t0 = time.perf_counter()
@@ -266,7 +270,7 @@ def main() -> None:
         for name in args.datasets.split(","):
             ds = dataset(name, Path(args.data_dir))
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
-            for m in methods:
+            for m in with_teacher_first(methods, out_dir / f"{ds.name}-{TEACHER_METHOD}"):
                 r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev}
                 update_store(name, lambda d, m=m, r=r: d["methods"].__setitem__(m, r), seed=args.seed)
                 print(

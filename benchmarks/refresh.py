@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import git_rev, load_json, save_json, write_section  # noqa: E402
+from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
 STATE = Path(__file__).parent / "results" / "refresh.json"
@@ -58,7 +59,11 @@ def units(data_dir: str) -> list[Unit]:
         )
         for m in by_cost
     ]
-    out += [Unit(f"parity:{m}", [*py, "benchmarks/parity.py", "--methods", m, "--keep"]) for m in methods]
+    out += [
+        Unit(f"parity:{m}", [*py, "benchmarks/parity.py", "--methods", m, "--keep"])
+        for m in methods
+        if m not in NO_REFERENCE
+    ]
     out += [Unit(f"mnist_knn:{m}", [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""]) for m in methods]
     out += [
         Unit("label_efficiency", [*py, "benchmarks/label_efficiency.py", "--encoder", f"{RUNS}/bench-simclr"]),

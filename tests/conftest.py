@@ -38,3 +38,23 @@ def tiny_npz(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.npz"
     np.savez(p, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return p
+
+
+@pytest.fixture(scope="session")
+def teacher_run(tmp_path_factory) -> Path:
+    """A small trained encoder (SimCLR, cnn_tiny, 8 px grey digits) for the distill method to distil from."""
+    from ssl_transfer.train import pretrain
+
+    out = tmp_path_factory.mktemp("teacher")
+    return pretrain(
+        {
+            "name": "teacher",
+            "output_dir": str(out),
+            "data": {"source": "digits", "limit_train": 128, "batch_size": 64},
+            "backbone": {"name": "cnn_tiny"},
+            "method": {"name": "simclr"},
+            "trainer": {"max_epochs": 1, "progress_bar": False},
+            "logging": {"wandb": "disabled", "plots": False},
+            "monitor": {"enabled": False},
+        }
+    ).run_dir

@@ -54,8 +54,9 @@ def test_zero_init_last_reaches_the_cifar_resnet():
 @needs_subset
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PROTOCOLS)
-def test_protocol_recipe_trains_a_short_cpu_epoch_on_the_subset(name, quiet):
+def test_protocol_recipe_trains_a_short_cpu_epoch_on_the_subset(name, quiet, request):
     overrides = [
+        *([f"method.teacher={request.getfixturevalue('teacher_run')}"] if "_distill_" in name else []),
         *quiet,
         "data.source=npz",
         f"data.path={SUBSET}",

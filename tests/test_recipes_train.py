@@ -31,8 +31,11 @@ def test_mnist_recipe_path_is_the_shared_file_from_the_repo_root(name):
 @needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MNIST)
-def test_mnist_recipe_trains_one_epoch(name, quiet):
-    res = pretrain(name, [*quiet, f"data.path={SHARED / 'mnist.npz'}", "data.limit_train=1024", "trainer.max_epochs=1"])
+def test_mnist_recipe_trains_one_epoch(name, quiet, request):
+    extra = [f"method.teacher={request.getfixturevalue('teacher_run')}"] if name.startswith("distill") else []
+    res = pretrain(
+        name, [*quiet, f"data.path={SHARED / 'mnist.npz'}", "data.limit_train=1024", "trainer.max_epochs=1", *extra]
+    )
     losses = [r["train/loss_step"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/loss_step" in r]
     assert len(losses) == 4 and all(abs(v) < 1e6 for v in losses)
     assert (res.run_dir / "encoder.safetensors").is_file()
@@ -41,8 +44,9 @@ def test_mnist_recipe_trains_one_epoch(name, quiet):
 @needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CIFAR)
-def test_cifar10_recipe_trains_on_the_subset(name, quiet):
+def test_cifar10_recipe_trains_on_the_subset(name, quiet, request):
     overrides = [
+        *([f"method.teacher={request.getfixturevalue('teacher_run')}"] if name.startswith("distill") else []),
         *quiet,
         "data.source=npz",
         f"data.path={SHARED / 'cifar10_subset.npz'}",

@@ -116,6 +116,7 @@ def _poll_checkpoint_step(path: Path) -> int:
         (
             "dino",
             {
+                "data.limit_train": 512,  # 16 steps an epoch
                 "augment.local_views": 2,
                 "augment.local_size": 6,
                 "method.weight_decay_end": 0.1,
@@ -143,7 +144,9 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
             "trainer.checkpoint_every_n_steps": 3,
             "logging.plots": "false",
         }.items()
-    ]  # 1437 // 32 = 44 steps an epoch, 176 in all
+    ]
+    per_epoch = int(extra.get("data.limit_train", 1437)) // 32  # moco: 44 steps an epoch, 176 in all
+    total = 4 * per_epoch
     common = [*args, *quiet]
     cmd = [sys.executable, "-m", "ssl_transfer", "pretrain", "quickstart"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -154,7 +157,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         step = _poll_checkpoint_step(ckpt)
-        if step >= 50 and step % 44 != 0:  # into the second epoch, not at an epoch boundary
+        if step >= per_epoch + 6 and step % per_epoch != 0:  # into the second epoch, not at an epoch boundary
             proc.send_signal(signal.SIGKILL)
             killed_at = step
             break
@@ -163,7 +166,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
     assert proc.returncode == -signal.SIGKILL, (
         f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     )
-    assert 0 < _poll_checkpoint_step(ckpt) < 176, killed_at
+    assert 0 < _poll_checkpoint_step(ckpt) < total, killed_at
 
     resumed = subprocess.run(
         [*cmd[:-1], str(ckpt.parents[1]), "--resume"], env=env, capture_output=True, text=True, timeout=600
@@ -173,5 +176,5 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tmp_path: Pa
     assert full.returncode == 0, full.stderr[-2000:]
 
     a, b = _final_state(tmp_path / "runs" / "full"), _final_state(tmp_path / "runs" / "killed")
-    assert a["step"] == b["step"] == 176
+    assert a["step"] == b["step"] == total
     assert_bit_identical(a, b)
