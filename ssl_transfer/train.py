@@ -426,8 +426,9 @@ def _finish_wandb(recipe: Recipe) -> None:
             wandb.finish()
 
 
-def evaluate_run(run_dir: str | Path, recipe: Recipe) -> dict[str, Any]:
-    """The recipe's ``eval`` section through the shared evaluator, on the exported encoder.
+def evaluate_run(run_dir: str | Path, recipe: Recipe, data: DataBundle | None = None) -> dict[str, Any]:
+    """The recipe's ``eval`` section through the shared evaluator, on the exported encoder. ``data``: the bundle
+    pretraining built from ``recipe.data`` (not built again); ignored when the eval section names its own data.
 
     Writes eval.json, report.md (and label_efficiency.png for several budgets) into the run dir and the
     summary into encoder.json's ``eval_metrics``.
@@ -435,7 +436,8 @@ def evaluate_run(run_dir: str | Path, recipe: Recipe) -> dict[str, Any]:
     from ssl_transfer.evaluation.protocol import evaluate
 
     run_dir = Path(run_dir)
-    result = evaluate(run_dir, recipe.eval.data or recipe.data, recipe.eval, out_dir=run_dir)
+    source = recipe.eval.data or (data if data is not None else recipe.data)
+    result = evaluate(run_dir, source, recipe.eval, out_dir=run_dir)
     meta_path = run_dir / "encoder.json"
     meta = json.loads(meta_path.read_text())
     meta["eval_metrics"] = {"data": result["data"]["source"], "summary": result["summary"]}
@@ -460,7 +462,7 @@ def run(
     recipe = load_recipe(res.run_dir / "recipe.yaml")
     if not launch_rank_zero():  # DDP workers stop after training; rank 0 evaluates
         return res
-    res.metrics["eval"] = evaluate_run(res.run_dir, recipe)
+    res.metrics["eval"] = evaluate_run(res.run_dir, recipe, res.data)  # the data pretraining built, not built again
     res.metrics["exports"] = export_run(res.run_dir, recipe)
     return res
 

@@ -86,8 +86,16 @@ def test_wandb_offline_logs_locally(quiet):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
 
-def test_run_evaluates_knn_well_above_chance(quiet):
+def test_run_evaluates_knn_well_above_chance(quiet, monkeypatch):
+    import ssl_transfer.evaluation.protocol as protocol
+    import ssl_transfer.train as train
+
+    built = []
+    for mod in (train, protocol):  # run builds its data once: pretraining's bundle goes to the evaluator
+        monkeypatch.setattr(mod, "build_data", lambda cfg, f=mod.build_data: built.append(cfg.source) or f(cfg))
     res = run({"name": "e", "data": {"source": "digits", "batch_size": 64}, "trainer": {"max_epochs": 3}}, quiet)
+    assert built == ["digits"]
+    assert res.metrics["eval"]["data"]["config"]["source"] == "digits"
     knn = headline(res.metrics["eval"], "knn")
     assert knn["n_test"] == 360 and knn["top1"] > 0.75  # chance is 0.10
     assert headline(json.loads((res.run_dir / "eval.json").read_text()), "knn")["top1"] == knn["top1"]

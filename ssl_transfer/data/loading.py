@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -31,6 +31,7 @@ class DataBundle:
     classes: list[str] | None
     source: str
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # unreadable images left out: (path, reason)
+    config: Any = None  # the recipe's DataConfig it was built from (kept with evaluation results)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -115,6 +116,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
         raw.classes,
         cfg.source,
         raw.skipped,
+        cfg,
     )
 
 

@@ -78,14 +78,15 @@ def eval_options(options: EvalConfig | dict[str, Any] | None = None, **overrides
 
 def evaluate(
     encoder: str | Path | nn.Module,
-    data: DataConfig | dict[str, Any],
+    data: DataConfig | dict[str, Any] | DataBundle,
     options: EvalConfig | dict[str, Any] | None = None,
     *,
     cache: FeatureCache | None = None,
     out_dir: str | Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Evaluate ``encoder`` on ``data`` (a recipe data section or dict) with each protocol.
+    """Evaluate ``encoder`` on ``data`` (a recipe data section or dict, or a ``DataBundle`` already built, e.g. the
+    one pretraining used) with each protocol.
 
     ``options`` is the recipe's ``eval`` section (:class:`ssl_transfer.recipe.EvalConfig`, or a dict of it);
     keyword ``overrides`` replace its top-level fields: ``protocols``, ``labels_per_class`` (label budgets per
@@ -100,10 +101,12 @@ def evaluate(
     opts = eval_options(options, **overrides)
     protocols, labels_per_class, seeds = opts.protocols, opts.labels_per_class, opts.seeds
     knn_opts, lin, ft = opts.knn, opts.linear, opts.finetune
-    cfg = data if isinstance(data, DataConfig) else load_recipe({"data": data}).data
-    bundle = build_data(cfg)
+    if isinstance(data, DataBundle):
+        bundle = data
+    else:
+        bundle = build_data(data if isinstance(data, DataConfig) else load_recipe({"data": data}).data)
     if bundle.test is None:
-        raise UserError(f"data.source={cfg.source} has no test split (imagefolder: set data.test_root)")
+        raise UserError(f"data.source={bundle.source} has no test split (imagefolder: set data.test_root)")
     enc = resolve_encoder(encoder, bundle.input_shape, bundle.mean, bundle.std)
     device = next(enc.parameters()).device
     cache = cache or FeatureCache()
@@ -175,7 +178,7 @@ def evaluate(
     result = {
         "encoder": str(encoder) if not isinstance(encoder, nn.Module) else type(encoder).__name__,
         "encoder_meta": {k_: enc.meta.get(k_) for k_ in ("backbone", "method", "embed_dim")},
-        "data": {**bundle.describe(), "config": cfg.model_dump(mode="json")},
+        "data": {**bundle.describe(), "config": bundle.config.model_dump(mode="json") if bundle.config else None},
         "transfer": transfer,
         "settings": opts.model_dump(mode="json", exclude={"data"}),
         "rows": rows,
