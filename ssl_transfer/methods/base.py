@@ -12,12 +12,21 @@ from typing import Any, ClassVar
 
 import torch
 from lightly.models.modules.memory_bank import MemoryBankModule
-from lightly.models.utils import deactivate_requires_grad
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor, nn
 
 from ssl_transfer.schema import MethodConfig, ProjectedConfig
 
-__all__ = ["MethodConfig", "ProjectedConfig", "PretextMethod", "in_fp32", "momentum_copy", "persistent_memory_bank"]
+__all__ = [
+    "MethodConfig",
+    "MomentumMethod",
+    "ProjectedConfig",
+    "PretextMethod",
+    "in_fp32",
+    "momentum_copy",
+    "persistent_memory_bank",
+]
 
 
 class PretextMethod(nn.Module):
@@ -113,6 +122,21 @@ class PretextMethod(nn.Module):
     def export_head(self) -> nn.Linear | None:
         """A linear map applied after the encoder in the exported model (the VAE's mean); none by default."""
         return None
+
+
+class MomentumMethod(PretextMethod):
+    """A method whose ``encoder_momentum`` and ``projection_head_momentum`` (frozen copies, :func:`momentum_copy`)
+    follow ``encoder`` and ``projection_head`` by exponential moving average after each optimizer step, the
+    momentum on a cosine schedule from ``cfg.momentum`` to 1 (BYOL, MoCo, MoCo v3, DINO)."""
+
+    encoder_momentum: nn.Module
+    projection_head_momentum: nn.Module
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)  # type: ignore[attr-defined]
+        update_momentum(self.encoder, self.encoder_momentum, m)
+        update_momentum(self.projection_head, self.projection_head_momentum, m)
 
 
 def in_fp32(loss_fn: Callable[..., Tensor], *args: Any, **kwargs: Any) -> Tensor:

@@ -11,12 +11,10 @@ from typing import Annotated, Literal
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules.heads import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
+from ssl_transfer.methods.base import MomentumMethod, ProjectedConfig, in_fp32, momentum_copy
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_HIDDEN
 
@@ -31,7 +29,7 @@ class BYOLConfig(ProjectedConfig):
 
 
 @METHODS.register("byol")
-class BYOL(PretextMethod):
+class BYOL(MomentumMethod):
     """Predict the momentum target's projection of the other view; no negatives."""
 
     config_cls = BYOLConfig
@@ -51,9 +49,3 @@ class BYOL(PretextMethod):
         with torch.no_grad():
             z0, z1 = self.forward_views(lambda x: self.projection_head_momentum(self.encoder_momentum(x)), views)
         return {"loss": 0.5 * (in_fp32(self.criterion, p0, z1) + in_fp32(self.criterion, p1, z0))}
-
-    @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)

@@ -18,12 +18,11 @@ from typing import Annotated, Literal
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules.heads import DINOProjectionHead
-from lightly.models.utils import update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
+from ssl_transfer.methods.base import MomentumMethod, ProjectedConfig, in_fp32, momentum_copy
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME
 
@@ -73,7 +72,7 @@ def dino_head(embed_dim: int, cfg: DINOConfig) -> DINOProjectionHead:
 
 
 @METHODS.register("dino")
-class DINO(PretextMethod):
+class DINO(MomentumMethod):
     """Self-distillation with no labels: the student predicts the teacher's distribution of the other views."""
 
     config_cls = DINOConfig
@@ -119,9 +118,3 @@ class DINO(PretextMethod):
         if self.cfg.weight_decay_end is None:
             return base
         return cosine_schedule(self.step, self.total_steps, base, self.cfg.weight_decay_end)
-
-    @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)

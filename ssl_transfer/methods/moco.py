@@ -23,12 +23,10 @@ from typing import Annotated, Literal
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.utils import update_momentum
-from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy, persistent_memory_bank
+from ssl_transfer.methods.base import MomentumMethod, ProjectedConfig, in_fp32, momentum_copy, persistent_memory_bank
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME
 
@@ -79,7 +77,7 @@ class KeyQueue(nn.Module):
 
 
 @METHODS.register("moco")
-class MoCo(PretextMethod):
+class MoCo(MomentumMethod):
     """Match each query to its momentum-encoded key against a queue of past keys."""
 
     config_cls = MoCoConfig
@@ -138,9 +136,3 @@ class MoCo(PretextMethod):
         if self.training:
             self.criterion.enqueue(keys)
         return {"loss": loss}
-
-    @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)

@@ -14,13 +14,11 @@ from typing import Annotated, Literal
 import torch
 import torch.nn.functional as F
 from lightly.models.modules.heads import MoCoProjectionHead
-from lightly.models.utils import update_momentum
 from lightly.utils import dist
-from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import Tensor, nn
 
-from ssl_transfer.methods.base import PretextMethod, ProjectedConfig, in_fp32, momentum_copy
+from ssl_transfer.methods.base import MomentumMethod, ProjectedConfig, in_fp32, momentum_copy
 from ssl_transfer.methods.registry import METHODS
 from ssl_transfer.schema import METHOD_NAME, PRED_HIDDEN, PROJ_HIDDEN
 
@@ -46,7 +44,7 @@ def mocov3_infonce(q: Tensor, k: Tensor, temperature: float) -> Tensor:
 
 
 @METHODS.register("mocov3")
-class MoCoV3(PretextMethod):
+class MoCoV3(MomentumMethod):
     """Predict the other view's momentum key among the keys of the whole batch."""
 
     config_cls = MoCoV3Config
@@ -70,9 +68,3 @@ class MoCoV3(PretextMethod):
             k0, k1 = self.forward_views(lambda x: self.projection_head_momentum(self.encoder_momentum(x)), views)
         t = self.cfg.temperature
         return {"loss": in_fp32(mocov3_infonce, q0, k1, t) + in_fp32(mocov3_infonce, q1, k0, t)}
-
-    @torch.no_grad()
-    def after_optimizer_step(self) -> None:
-        m = cosine_schedule(self.step, self.total_steps, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m)
-        update_momentum(self.projection_head, self.projection_head_momentum, m)
