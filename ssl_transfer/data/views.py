@@ -217,7 +217,5 @@ def training_views(
         )
     views = build_pil_views(cfg, data.channels, data.image_size, num_views)
     noise = build_noise_only(cfg, data.channels, data.image_size)
-    local = None
-    if cfg.local_views:
-        local = build_augment(AugmentConfig(noise_std=cfg.noise_std), data.channels, data.image_size)
-    return data.train.with_transform(views), noise, local
+    # local views take the first view's settings, so its noise-only pipeline serves them too
+    return data.train.with_transform(views), noise, noise[0] if cfg.local_views else None
