@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ssl_transfer.data.datasets import UNREADABLE, FileDataset
-from ssl_transfer.data.sources import list_images, readable_images
+from ssl_transfer.data.listing import ListingError, list_folder
+from ssl_transfer.data.sources import DataError, verified
 from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.export.encoder import Encoder
 
@@ -51,11 +52,15 @@ def embed_folder(
     enc = resolve_encoder(encoder, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     dev = _device(device)
     enc = enc.to(dev).eval()
-    found = list_images(root, recursive=True)
-    files, _, skipped = readable_images(found, [-1] * len(found), f"images_dir={root}", bad_images)
+    try:
+        found = list_folder(root, recursive=True)
+    except ListingError as e:
+        raise DataError(f"images_dir: {e}") from None
+    listing = verified(found, f"images_dir={root}", bad_images, "all")
+    files, skipped = listing.paths, list(listing.skipped)
     # the training's image-file dataset; a file that passed the scan but fails to decode keeps its row (marked)
     on_error = "mark" if bad_images == "skip" else "error"
-    ds = FileDataset(files, [-1] * len(files), enc.preprocess.channels, enc.preprocess.size, on_error=on_error)
+    ds = FileDataset(files, listing.labels, enc.preprocess.channels, enc.preprocess.size, on_error=on_error)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, num_workers=num_workers, pin_memory=dev.type == "cuda"
     )
@@ -79,7 +84,7 @@ def embed_folder(
         skipped += [(files[j], "decoding failed") for j in np.flatnonzero(~ok)]
         kept = np.load(out, mmap_mode="r")[ok]
         np.save(out, kept)
-        files = [f for f, k in zip(files, ok) if k]
+        files = files.take(np.flatnonzero(ok))
 
     files_txt = out.with_suffix(".files.txt")
     files_txt.write_text("".join(str(Path(f).relative_to(root)) + "\n" for f in files))

@@ -68,6 +68,16 @@ class DataConfig(StrictModel):
         "skip",
         description="imagefolder: unreadable or corrupt files are skipped and counted, or stop the run naming the file",
     )
+    verify: Literal["auto", "all", "lazy"] = Field(
+        "auto",
+        description="imagefolder: check every file before training (all), only as training reads it (lazy), or all "
+        "up to 50,000 files and lazily beyond (auto)",
+    )
+    decode: Literal["draft", "full"] = Field(
+        "draft",
+        description="imagefolder: draft lets a large JPEG decode at 1/2, 1/4 or 1/8 scale while it stays at least "
+        "the training size (fast); full decodes every pixel before resizing",
+    )
 
     @field_validator("source")
     @classmethod

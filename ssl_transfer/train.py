@@ -289,12 +289,14 @@ def pretrain(
     run_dir = _check_run_dir(recipe, resume, overwrite)
     # verified before any work; previous.ckpt (with a warning) when last.ckpt is damaged
     resume_from, resume_step = resume_checkpoint(last_checkpoint(run_dir)) if resume else (None, 0)
-    data = build_data(recipe.data)  # bad data fails here, before an existing run dir is touched
+    # bad data fails here, before an existing run dir is touched; a resumed run reads the files it listed
+    data = build_data(recipe.data, listing_dir=run_dir if resume else None)
     if require_test:
         _check_eval_data(recipe, data)
     _prepare_run_dir(run_dir, resume, overwrite)
     if launch_rank_zero():
         recipe.save(run_dir / "recipe.yaml")
+        data.save_listings(run_dir)
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
 
     backbone = build_backbone(
@@ -342,6 +344,10 @@ def pretrain(
         _finish_wandb(recipe)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    failures = getattr(train_set, "read_failures", 0)
+    if failures:  # files that passed the listing (large folders are verified as they are read) but not decoding
+        log.warning("data: %d image reads failed and were replaced by the next readable file", failures)
+        metrics["data/read_failures"] = float(failures)
     to_contiguous(uncompile(method))
     if trainer.is_global_zero:
         save_run_encoder(run_dir, recipe, backbone, method, data, metrics)

@@ -16,7 +16,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ssl_transfer.data.listing import Paths
 from ssl_transfer.errors import UserError
+
+MAX_WORKER_SLOTS = 65
 
 
 def to_nchw_uint8(x: np.ndarray | Tensor) -> Tensor:
@@ -102,10 +105,18 @@ def collate_batch(items: tuple[Any, Tensor] | list[tuple[Any, Tensor]]) -> tuple
     return torch.stack([im for im, _ in items]), labels
 
 
-def load_image(path: str | Path, channels: int, size: tuple[int, int]) -> Tensor:
-    """Read one image file -> uint8 (channels, H, W) resized to ``size``."""
+def load_image(path: str | Path, channels: int, size: tuple[int, int], decode: str = "full") -> Tensor:
+    """Read one image file -> uint8 (channels, H, W) resized to ``size``.
+
+    ``decode="draft"`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL draft mode)
+    while that stays at least ``size``: a 1000 px photo read for 224 px decodes 4x fewer pixels. ``"full"``
+    decodes every pixel first.
+    """
     with Image.open(path) as im:
-        im = im.convert("L" if channels == 1 else "RGB")
+        mode = "L" if channels == 1 else "RGB"
+        if decode == "draft" and im.format == "JPEG":
+            im.draft(mode, (size[1], size[0]))
+        im = im.convert(mode)
         t = TF.pil_to_tensor(im)
     return resize_uint8(t[None], size)[0]
 
@@ -144,34 +155,50 @@ class FileDataset(Dataset):
     are read.
 
     With ``transform`` (a callable on the PIL image, e.g. a multi-view augmentation) the image is handed to it
-    at full resolution instead of being resized. A file that fails to decode (corrupt beyond what the scan
-    sees, e.g. a truncated JPEG) raises with its path (``on_error="error"``), is replaced by the next
-    readable file and counted in ``read_failures`` (``"skip"``, for training; per process when loaded by
-    workers), or keeps its place as a zero image labelled :data:`UNREADABLE` (``"mark"``, for embedding, where
-    row i must be file i).
+    at full resolution instead of being resized; ``decode`` is :func:`load_image`'s. A file that fails to decode
+    (corrupt, truncated, removed since the listing; large folders are verified as they are read) raises with
+    its path (``on_error="error"``), is replaced by the next readable file and counted in ``read_failures``
+    (``"skip"``, for training; workers' counts included), or keeps its place as a zero image labelled
+    :data:`UNREADABLE` (``"mark"``, for embedding, where row i must be file i).
     """
 
     def __init__(
         self,
-        files: list[str],
-        labels: list[int],
+        files: Sequence[str],
+        labels: Sequence[int] | np.ndarray,
         channels: int,
         size: tuple[int, int],
         transform: Callable | None = None,
         on_error: str = "error",
+        decode: str = "full",
     ) -> None:
-        self.files, self.labels = files, labels
+        if len(files) != len(labels):
+            raise ValueError(f"{len(files)} files but {len(labels)} labels")
+        self.files = files if isinstance(files, Paths) else list(files)
+        self.labels = np.asarray(labels, dtype=np.int64)
         self.channels, self.size = channels, size
         self.transform = transform
         self.on_error = on_error
-        self.read_failures = 0
+        self.decode = decode
+        # files that could not be read, per DataLoader worker (slot 0: the main process), in shared memory so the
+        # training process sees the workers' counts
+        self._failures = torch.zeros(MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
+
+    @property
+    def read_failures(self) -> int:
+        """Files that failed to decode so far, in this process and its DataLoader workers."""
+        return int(self._failures.sum())
+
+    def _count_failure(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        self._failures[0 if info is None else 1 + info.id % (MAX_WORKER_SLOTS - 1)] += 1
 
     def __len__(self) -> int:
         return len(self.files)
 
     def _read(self, i: int) -> Tensor:
         if self.transform is None:
-            return load_image(self.files[i], self.channels, self.size)
+            return load_image(self.files[i], self.channels, self.size, self.decode)
         with Image.open(self.files[i]) as im:
             return self.transform(im.convert("L" if self.channels == 1 else "RGB"))
 
@@ -179,28 +206,25 @@ class FileDataset(Dataset):
         for attempt in range(min(len(self.files), 16)):
             j = (i + attempt) % len(self.files)
             try:
-                return self._read(j), torch.tensor(self.labels[j])
+                return self._read(j), torch.tensor(int(self.labels[j]))
             except Exception as e:
                 if self.on_error == "mark":
-                    self.read_failures += 1
+                    self._count_failure()
                     return torch.zeros(self.channels, *self.size, dtype=torch.uint8), torch.tensor(UNREADABLE)
                 if self.on_error != "skip":
                     raise UnreadableImageError(
                         f"cannot read image {self.files[j]} ({type(e).__name__}: {e}); "
                         "set data.bad_images=skip (ssl-transfer embed: --bad-images skip) to skip such files"
                     ) from None
-                self.read_failures += 1
+                self._count_failure()
         raise UnreadableImageError(f"16 image files in a row from {self.files[i]} could not be read")
 
     def take(self, ids: Sequence[int]) -> FileDataset:
         """The files at ``ids``, same settings."""
+        index = np.asarray(ids, dtype=np.int64)
+        files = self.files.take(index) if isinstance(self.files, Paths) else [self.files[i] for i in index]
         return FileDataset(
-            [self.files[i] for i in ids],
-            [self.labels[i] for i in ids],
-            self.channels,
-            self.size,
-            self.transform,
-            self.on_error,
+            files, self.labels[index], self.channels, self.size, self.transform, self.on_error, self.decode
         )
 
     def subset(self, n: int) -> FileDataset:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset, collate_batch, convert_channels, resize_uint8
+from ssl_transfer.data.listing import Listing
 from ssl_transfer.data.sampler import GlobalBatchSampler
-from ssl_transfer.data.sources import SOURCES, DataError
+from ssl_transfer.data.sources import SOURCES, DataError, listing_path
 
 if TYPE_CHECKING:
     from ssl_transfer.recipe import DataConfig
@@ -32,6 +35,12 @@ class DataBundle:
     source: str
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # unreadable images left out: (path, reason)
     config: Any = None  # the recipe's DataConfig it was built from (kept with evaluation results)
+    listings: dict[str, Listing] = field(default_factory=dict)  # file sources: the folders as listed
+
+    def save_listings(self, run_dir: Path) -> None:
+        """Keep the file listings beside the run (``<run>/data/listing-<split>.npz``), for resume."""
+        for split, listing in self.listings.items():
+            listing.save(listing_path(run_dir, split))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -83,9 +92,13 @@ def channel_stats(ds: ArrayDataset | FileDataset, max_files: int = 2000) -> tupl
     return [round(float(m), 6) for m in mean], [round(max(float(v), 1e-3), 6) for v in std]
 
 
-def build_data(cfg: DataConfig) -> DataBundle:
-    """Load the recipe's data source, convert channels/size, apply ``limit_train`` and compute normalisation."""
-    raw = SOURCES.get(cfg.source).load(cfg)
+def build_data(cfg: DataConfig, listing_dir: Path | None = None) -> DataBundle:
+    """Load the recipe's data source, convert channels/size, apply ``limit_train`` and compute normalisation.
+
+    ``listing_dir``: a run directory whose saved file listings (``DataBundle.save_listings``) are read back
+    instead of listing the folders again (resume: the same files in the same order)."""
+    src = SOURCES.get(cfg.source)
+    raw = src.load(cfg, listing_dir=listing_dir) if src.listed else src.load(cfg)
     train, test = raw.train, raw.test
     if isinstance(train, ArrayDataset):
         train = _prepare_arrays(train, cfg)
@@ -102,9 +115,9 @@ def build_data(cfg: DataConfig) -> DataBundle:
     if len(train) == 0:
         raise DataError(f"data.source={cfg.source}: the training split is empty")
     mean, std = channel_stats(train)
-    labels = train.labels.tolist() if isinstance(train, ArrayDataset) else list(train.labels)
-    labelled = [lb for lb in labels if lb >= 0]
-    num_classes = len(raw.classes) if raw.classes else (max(labelled) + 1 if labelled else None)
+    labels = np.asarray(train.labels)
+    labelled = labels[labels >= 0]
+    num_classes = len(raw.classes) if raw.classes else (int(labelled.max()) + 1 if len(labelled) else None)
     return DataBundle(
         train,
         test,
@@ -117,6 +130,7 @@ def build_data(cfg: DataConfig) -> DataBundle:
         cfg.source,
         raw.skipped,
         cfg,
+        raw.listings,
     )
 
 

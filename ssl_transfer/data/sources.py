@@ -8,6 +8,7 @@ files on demand. torchvision sources read the standard files under ``data.root``
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset, check_images, to_nchw_uint8
+from ssl_transfer.data.listing import Listing, ListingError, list_folder
 from ssl_transfer.errors import UserError
 from ssl_transfer.registry import Registry
 
@@ -39,21 +41,23 @@ class RawData:
     test: ArrayDataset | FileDataset | None
     classes: list[str] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of unreadable images left out
+    listings: dict[str, Listing] = field(default_factory=dict)  # file sources: what was listed, saved with the run
 
 
 @dataclass
 class Source:
-    load: Callable[[DataConfig], RawData]
+    load: Callable[..., RawData]  # (DataConfig) -> RawData; listed sources also take listing_dir=
     description: str
     required: tuple[str, ...] = field(default_factory=tuple)
+    listed: bool = False  # reads a listing of files that a run saves and a resumed run reads back
 
 
 SOURCES: Registry[Source] = Registry("data source")
 
 
-def source(name: str, description: str, required: tuple[str, ...] = ()) -> Callable:
-    def deco(fn: Callable[[DataConfig], RawData]) -> Callable[[DataConfig], RawData]:
-        SOURCES.register(name)(Source(fn, description, required))
+def source(name: str, description: str, required: tuple[str, ...] = (), listed: bool = False) -> Callable:
+    def deco(fn: Callable[..., RawData]) -> Callable[..., RawData]:
+        SOURCES.register(name)(Source(fn, description, required, listed))
         return fn
 
     return deco
@@ -180,45 +184,24 @@ def load_stl10(cfg: DataConfig) -> RawData:
     )
 
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+VERIFY_ALL_MAX = 50_000  # data.verify=auto checks every file up front in folders up to this size
 
 
-def scan_folder(root: Path) -> tuple[list[str], list[int], list[str] | None]:
-    """Files and labels of an image folder.
-
-    ``root/<class>/<image>`` gives labels from the sorted class folder names (torchvision's ImageFolder rule);
-    a folder with images directly inside gives unlabeled images (label -1).
-    """
-    import torchvision.datasets as tvd
-
-    if not root.is_dir():
-        raise DataError(f"no such image folder {str(root)!r}")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
-    if subdirs:
-        try:
-            folder = tvd.ImageFolder(str(root), loader=lambda p: p)  # scan only; images are read later
-        except FileNotFoundError as e:
-            raise DataError(f"image folder {str(root)!r}: {e}") from None
-        return [f for f, _ in folder.samples], [lb for _, lb in folder.samples], list(folder.classes)
-    files = list_images(root)
-    return files, [-1] * len(files), None
+def folder_listing(root: str, where: str) -> Listing:
+    """:func:`list_folder` with its errors as :class:`DataError` naming the recipe key."""
+    try:
+        return list_folder(root)
+    except ListingError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
-def list_images(root: Path, recursive: bool = False) -> list[str]:
-    """Image files (by extension) directly in ``root``, or anywhere under it; sorted. Raises if there are none."""
-    if not root.is_dir():
-        raise DataError(f"no such image folder {str(root)!r}")
-    found = root.rglob("*") if recursive else root.iterdir()
-    files = sorted(str(p) for p in found if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
-    if not files:
-        raise DataError(f"image folder {str(root)!r} has no images ({', '.join(IMG_EXTENSIONS)})")
-    return files
-
-
-def readable_images(
-    files: list[str], labels: list[int], where: str, policy: str
-) -> tuple[list[str], list[int], list[tuple[str, str]]]:
-    """Drop unreadable files (``policy="skip"``: counted and logged) or fail naming them (``"error"``)."""
+def verified(listing: Listing, where: str, policy: str, verify: str) -> Listing:
+    """``listing`` with unreadable files dropped (``policy="skip"``: counted and logged) or an error naming them
+    (``"error"``). Every file is checked (header and integrity, no full decode) when ``verify="all"``, or
+    ``"auto"`` and at most VERIFY_ALL_MAX files; otherwise files are checked as training reads them."""
+    if verify == "lazy" or (verify == "auto" and len(listing) > VERIFY_ALL_MAX):
+        return listing
+    files = listing.paths
     good, bad = check_images(files)
     if bad:
         first = f"{bad[0][0]} ({bad[0][1]})"
@@ -232,31 +215,58 @@ def readable_images(
         )
         if not good:
             raise DataError(f"{where}: none of the {len(files)} files is a readable image, e.g. {first}")
-    return [files[i] for i in good], [labels[i] for i in good], bad
+    kept = listing.take(good)
+    kept.skipped = list(bad)
+    return kept
+
+
+def listing_path(directory: Path, split: str) -> Path:
+    return directory / "data" / f"listing-{split}.npz"
+
+
+def _listing(cfg: DataConfig, split: str, root: str, listing_dir: Path | None) -> Listing:
+    """The split's listing: the one saved in ``listing_dir`` (a resumed run) when it lists the same folder,
+    else the folder listed and verified now."""
+    where = f"data.{'root' if split == 'train' else 'test_root'}={root}"
+    saved = listing_path(listing_dir, split) if listing_dir is not None else None
+    if saved is not None and saved.is_file():
+        try:
+            listing = Listing.load(saved)
+        except Exception as e:
+            raise DataError(f"{saved}: the run's saved listing of {root!r} is not readable ({e}); delete it") from None
+        if os.path.realpath(listing.paths.root) == os.path.realpath(root):
+            log.info("%s: %d files from the run's listing %s", where, len(listing), saved)
+            return listing
+    return verified(folder_listing(root, where), where, cfg.bad_images, cfg.verify)
 
 
 @source(
     "imagefolder",
     "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional",
     ("root",),
+    listed=True,
 )
-def load_imagefolder(cfg: DataConfig) -> RawData:
-    files, labels, classes = scan_folder(Path(cfg.root))  # type: ignore[arg-type]
-    files, labels, skipped = readable_images(files, labels, f"data.root={cfg.root}", cfg.bad_images)
-    with Image.open(files[0]) as im:
+def load_imagefolder(cfg: DataConfig, listing_dir: Path | None = None) -> RawData:
+    train_list = _listing(cfg, "train", cfg.root, listing_dir)  # type: ignore[arg-type]
+    with Image.open(train_list.paths[0]) as im:
         native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
         native_size = (im.height, im.width)
     channels = cfg.channels or native_channels
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
-    train = FileDataset(files, labels, channels, size, on_error=cfg.bad_images)
+    listings = {"train": train_list}
+    train = FileDataset(train_list.paths, train_list.labels, channels, size, on_error=cfg.bad_images, decode=cfg.decode)
     test = None
     if cfg.test_root:
-        tfiles, tlabels, tclasses = scan_folder(Path(cfg.test_root))
-        if classes and tclasses and tclasses != classes:
-            raise DataError(f"data.test_root classes {tclasses} differ from data.root classes {classes}")
-        tfiles, tlabels, tskipped = readable_images(tfiles, tlabels, f"data.test_root={cfg.test_root}", cfg.bad_images)
-        skipped += tskipped
-        test = FileDataset(tfiles, tlabels, channels, size, on_error=cfg.bad_images)
+        test_list = _listing(cfg, "test", cfg.test_root, listing_dir)
+        if train_list.classes and test_list.classes and test_list.classes != train_list.classes:
+            raise DataError(
+                f"data.test_root classes {test_list.classes} differ from data.root classes {train_list.classes}"
+            )
+        listings["test"] = test_list
+        test = FileDataset(
+            test_list.paths, test_list.labels, channels, size, on_error=cfg.bad_images, decode=cfg.decode
+        )
+    skipped = [s for lst in listings.values() for s in lst.skipped]
     if cfg.in_memory:
-        return RawData(train.decode_all(), test.decode_all() if test is not None else None, classes, skipped)
-    return RawData(train, test, classes, skipped)
+        train, test = train.decode_all(), test.decode_all() if test is not None else None  # type: ignore[assignment]
+    return RawData(train, test, train_list.classes, skipped, listings)
