@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "embed",
         help="embed a folder of images with an encoder into a .npy file",
-        description="Embed every image under IMAGES_DIR (recursively) with ENCODER.",
+        description="Embed every image under IMAGES_DIR (recursively) with ENCODER. Rows stream to a memory-mapped "
+        ".npy with progress on stderr; after a kill, the same command continues where it was.",
     )
     p.add_argument("encoder", help="run dir, exported encoder (any format) or timm:NAME")
     p.add_argument("images_dir")

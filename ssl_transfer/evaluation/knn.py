@@ -1,7 +1,7 @@
 """Weighted kNN classification on cosine similarity with FAISS (Wu et al. 2018; DINO's evaluation).
 
 Each of the k nearest training features votes for its label with weight exp(sim / T). The index is exact
-(inner product on unit vectors) up to ``EXACT_MAX`` training points and approximate beyond (IVF, or HNSW on
+(inner product on unit vectors) while training points x queries is small and approximate beyond (IVF, or HNSW on
 request); which one was used is returned with the results. FAISS's GPU indexes are used when faiss was built
 with them and a CUDA device is visible.
 """
@@ -9,6 +9,7 @@ with them and a CUDA device is visible.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -19,8 +20,12 @@ from torch import Tensor
 
 from ssl_transfer.evaluation.accuracy import topk_correct
 
-EXACT_MAX = 200_000
+EXACT_WORK = 2e8  # auto: exact search while (training points x queries) stays below this
+IVF_TRAIN_PER_LIST = 64  # k-means for the IVF cells sees at most this many points per cell (FAISS wants >= 39)
+IVF_NPROBE = 16
+MEMORY_FRACTION = 0.25  # auto: vectors stored in float16, then PQ, when float32 would take more of the free RAM
 IndexKind = Literal["auto", "exact", "ivf", "hnsw"]
+Storage = Literal["auto", "flat", "fp16", "pq"]
 
 
 @dataclass
@@ -43,26 +48,73 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and torch.cuda.is_available() and faiss.get_num_gpus() > 0
 
 
-def build_index(train_unit: np.ndarray, kind: IndexKind = "auto", seed: int = 0) -> tuple[faiss.Index, IndexInfo]:
-    """An inner-product index over unit rows (N, D). ``auto``: exact up to EXACT_MAX points, else IVF.
+def available_memory() -> int:
+    """Bytes of RAM free now (Linux ``MemAvailable``; physical pages elsewhere)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-    IVF uses nlist = 4 sqrt(N) cells trained on up to 256 points per cell and searches nprobe = 32 cells;
-    HNSW uses M = 32 and efSearch = 128.
+
+def choose_storage(n: int, d: int) -> str:
+    """float32 vectors while they take at most MEMORY_FRACTION of the free RAM, float16 while half of that fits,
+    product quantisation (d/4 bytes per vector) beyond."""
+    budget = MEMORY_FRACTION * available_memory()
+    if 4 * n * d <= budget:
+        return "flat"
+    return "fp16" if 2 * n * d <= budget else "pq"
+
+
+def _pq_subquantizers(d: int) -> int:
+    """The largest divisor of ``d`` up to d/4 (4 dimensions per byte), at least 1."""
+    return max(m for m in range(1, max(1, d // 4) + 1) if d % m == 0)
+
+
+def build_index(
+    train_unit: np.ndarray,
+    kind: IndexKind = "auto",
+    seed: int = 0,
+    num_queries: int | None = None,
+    storage: Storage = "auto",
+) -> tuple[faiss.Index, IndexInfo]:
+    """An inner-product index over unit rows (N, D).
+
+    ``auto``: exact search while N x ``num_queries`` < EXACT_WORK (a small query set searches a large bank
+    exactly in less time than training cells takes), else IVF. IVF: nlist = sqrt(N) cells (at least 16), k-means
+    on at most IVF_TRAIN_PER_LIST points per cell, nprobe = IVF_NPROBE; vectors stored as float32, float16
+    (``fp16``) or product-quantised (``pq``), by ``storage`` or (``auto``) the free memory. HNSW: M = 32,
+    efSearch = 128.
     """
     n, d = train_unit.shape
     if kind == "auto":
-        kind = "exact" if n <= EXACT_MAX else "ivf"
+        queries = n if num_queries is None else num_queries
+        kind = "exact" if n * queries < EXACT_WORK or n < 4 * 16 * IVF_TRAIN_PER_LIST else "ivf"
     params: dict = {}
     if kind == "exact":
         index: faiss.Index = faiss.IndexFlatIP(d)
     elif kind == "ivf":
-        nlist = max(1, int(4 * math.sqrt(n)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        nlist = max(16, int(math.sqrt(n)))
+        store = choose_storage(n, d) if storage == "auto" else storage
+        quantizer = faiss.IndexFlatIP(d)
+        if store == "flat":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif store == "fp16":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+            )
+        elif store == "pq":
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, _pq_subquantizers(d), 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            raise ValueError(f"unknown storage {store!r}; known: auto, flat, fp16, pq")
+        index.cp.seed = seed
         rng = np.random.default_rng(seed)
-        sample = train_unit[rng.choice(n, size=min(n, 256 * nlist), replace=False)]
+        sample = train_unit[np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * nlist), replace=False))]
         index.train(sample)
-        index.nprobe = min(32, nlist)
-        params = {"nlist": nlist, "nprobe": index.nprobe}
+        index.nprobe = min(IVF_NPROBE, nlist)
+        params = {"nlist": nlist, "nprobe": index.nprobe, "trained_on": len(sample), "storage": store}
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 128
@@ -92,7 +144,7 @@ def knn_scores(
     Cosine similarity via inner product of L2-normalised features; weights are exp(sim / temperature).
     ``k`` is capped at N.
     """
-    idx, info = build_index(_unit(train_features), index)
+    idx, info = build_index(_unit(train_features), index, num_queries=len(test_features))
     k = min(k, len(train_features))
     labels = train_labels.long()
     scores = []

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from ssl_transfer.evaluation.knn import knn_classify, knn_scores
@@ -54,10 +55,33 @@ def test_approximate_indexes_agree_with_exact_and_are_recorded():
         assert abs(approx["top1"] - exact["top1"]) < 0.01
 
 
-def test_auto_index_switches_to_ivf_for_large_sets(monkeypatch):
+def test_auto_index_is_exact_for_few_queries_and_ivf_with_a_capped_training_sample_for_many(monkeypatch):
     import ssl_transfer.evaluation.knn as knn
 
-    monkeypatch.setattr(knn, "EXACT_MAX", 1000)
-    x = torch.randn(3000, 8)
-    _, info = knn.build_index(knn._unit(x))
-    assert info.kind == "ivf" and info.params["nlist"] == int(4 * 3000**0.5)
+    x = knn._unit(torch.randn(20_000, 8))
+    _, few = knn.build_index(x, num_queries=100)
+    assert few.kind == "exact"
+    monkeypatch.setattr(knn, "IVF_TRAIN_PER_LIST", 40)
+    _, many = knn.build_index(x, num_queries=20_000)
+    nlist = int(20_000**0.5)
+    assert many.kind == "ivf" and many.params["nlist"] == nlist and many.params["trained_on"] == 40 * nlist
+    assert many.params["nprobe"] == knn.IVF_NPROBE and many.params["storage"] == "flat"
+
+
+@pytest.mark.parametrize("storage", ["fp16", "pq"])
+def test_compressed_storage_is_chosen_when_memory_is_short_and_still_classifies(monkeypatch, storage: str):
+    import ssl_transfer.evaluation.knn as knn
+
+    g = torch.Generator().manual_seed(3)
+    centers = torch.randn(10, 32, generator=g) * 3
+    y = torch.randint(0, 10, (8000,), generator=g)
+    x = centers[y] + torch.randn(8000, 32, generator=g)
+    yq = torch.randint(0, 10, (400,), generator=g)
+    xq = centers[yq] + torch.randn(400, 32, generator=g)
+    need = 4 * 8000 * 32 / knn.MEMORY_FRACTION  # bytes of free RAM at which float32 just fits
+    monkeypatch.setattr(knn, "available_memory", lambda: int(need * (0.6 if storage == "fp16" else 0.2)))
+    assert knn.choose_storage(8000, 32) == storage
+    exact = knn.knn_classify(x, y, xq, yq, k=20, index="exact")
+    approx = knn.knn_classify(x, y, xq, yq, k=20, index="ivf")
+    assert approx["index"]["params"]["storage"] == storage
+    assert abs(approx["top1"] - exact["top1"]) < 0.02

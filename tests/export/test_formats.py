@@ -218,3 +218,49 @@ def test_embed_drops_a_file_that_passes_the_scan_but_fails_to_decode(runs, tmp_p
     assert torch.allclose(torch.from_numpy(np.load(tmp_path / "emb.npy")), want, atol=1e-5)
     assert main(["embed", str(runs["cnn"]), str(root), "--out", str(tmp_path / "e2.npy"), "--bad-images", "error"]) == 2
     assert "2.jpg" in capsys.readouterr().err
+
+
+def test_embed_killed_midway_continues_where_it_was_and_matches_an_uninterrupted_run(runs, tmp_path: Path):
+    from ssl_transfer.data.datasets import FileDataset
+    from ssl_transfer.embed import embed_folder
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(root / f"{i:02d}.png")
+    whole = embed_folder(runs["cnn"], root, tmp_path / "whole.npy", batch_size=4)
+
+    reads: list[int] = []
+    real_getitem = FileDataset.__getitem__
+
+    def dies_after_18_reads(self, i):
+        if len(reads) == 18:
+            raise KeyboardInterrupt  # the process is gone here: nothing after this point may be saved
+        reads.append(i)
+        return real_getitem(self, i)
+
+    FileDataset.__getitem__ = dies_after_18_reads  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            embed_folder(runs["cnn"], root, tmp_path / "part.npy", batch_size=4, save_every_s=0)
+    finally:
+        FileDataset.__getitem__ = real_getitem  # type: ignore[method-assign]
+    progress = json.loads((tmp_path / "part.progress.json").read_text())
+    assert progress["rows_done"] == 16 and progress["rows"] == 30
+
+    counted: list[int] = []
+
+    def counts(self, i):
+        counted.append(i)
+        return real_getitem(self, i)
+
+    FileDataset.__getitem__ = counts  # type: ignore[method-assign]
+    try:
+        again = embed_folder(runs["cnn"], root, tmp_path / "part.npy", batch_size=4)
+    finally:
+        FileDataset.__getitem__ = real_getitem  # type: ignore[method-assign]
+    assert len(counted) == 14  # only the rows not done before
+    assert again.count == 30 and not (tmp_path / "part.progress.json").exists()
+    assert np.array_equal(np.load(again.embeddings), np.load(whole.embeddings))
+    assert again.files.read_text() == whole.files.read_text()
