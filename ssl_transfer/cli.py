@@ -187,6 +187,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_shard(args: argparse.Namespace) -> int:
+    from ssl_transfer.data.listing import ListingError, list_folder
+    from ssl_transfer.data.shards import write_shards
+    from ssl_transfer.data.sources import DataError, verified
+
+    try:
+        listing = list_folder(args.images_dir)
+    except ListingError as e:
+        raise DataError(f"images_dir: {e}") from None
+    listing = verified(listing, f"images_dir={args.images_dir}", args.bad_images, "all")
+    info = write_shards(listing, args.out, chunk_bytes=args.chunk_bytes, num_workers=args.workers)
+    labelled = f"{len(info.classes)} classes" if info.classes else "unlabeled"
+    print(f"{info.count} images ({labelled}) -> {info.chunks} LitData chunk(s) in {info.out}")
+    if listing.skipped:
+        print(f"skipped {len(listing.skipped)} unreadable file(s), e.g. {listing.skipped[0][0]}")
+    print(f"train from them with: data.source=shards data.root={info.out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[tuple[str, str]]
     if args.what == "methods":
@@ -317,6 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop"
     )
     p.set_defaults(fn=cmd_embed)
+    p = sub.add_parser(
+        "shard",
+        help="write an image folder as LitData shards (data.source=shards)",
+        description="Write every image under IMAGES_DIR (root/<class>/... keeps labels) as LitData shards in OUT: "
+        "the files' own bytes, in listing order, with labels and class names beside them. Copy OUT to an object "
+        "store and point data.root at its URL to stream it from there.",
+    )
+    p.add_argument("images_dir")
+    p.add_argument("out")
+    p.add_argument("--chunk-bytes", default="64MB", help="size of one shard chunk (LitData's chunk_bytes)")
+    p.add_argument("--workers", type=int, default=1, help="processes writing chunks (order is kept)")
+    p.add_argument(
+        "--bad-images", choices=["skip", "error"], default="skip", help="unreadable files: skip and count, or stop"
+    )
+    p.set_defaults(fn=cmd_shard)
     p = sub.add_parser("list", help="list registered methods, backbones, datasets, bundled recipes or recipe fields")
     p.add_argument("what", choices=["methods", "backbones", "datasets", "recipes", "fields"])
     p.add_argument(

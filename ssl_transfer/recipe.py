@@ -32,13 +32,16 @@ class DataConfig(StrictModel):
     """Where the images come from and how batches are formed."""
 
     source: str = Field(
-        "digits", description="registered data source: digits, npz, mnist, fashion_mnist, cifar10, stl10, imagefolder"
+        "digits",
+        description="registered data source: digits, npz, mnist, fashion_mnist, cifar10, stl10, imagefolder, shards",
     )
     path: str | None = Field(None, description="npz: the .npz file with x_train/y_train/x_test/y_test")
     root: str | None = Field(
-        None, description="torchvision sources: dataset root; imagefolder: folder of training images"
+        None,
+        description="torchvision sources: dataset root; imagefolder: folder of training images; shards: folder or "
+        "URL of the training shards",
     )
-    test_root: str | None = Field(None, description="imagefolder: optional folder of test images")
+    test_root: str | None = Field(None, description="imagefolder, shards: optional test images (folder or shards)")
     download: bool = Field(False, description="torchvision sources: download into root if missing (needs network)")
     unlabeled: bool = Field(False, description="stl10: pretrain on train+unlabeled (100k extra images)")
     image_size: Annotated[int, Field(ge=4, le=1024)] | None = Field(

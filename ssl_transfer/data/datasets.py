@@ -5,6 +5,7 @@ Images stay uint8 until they reach the training device, where they are augmented
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ class FileDataset(Dataset):
     ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
-        self.files = files if isinstance(files, Paths) else list(files)
+        self.files = files if isinstance(files, Paths) or hasattr(files, "take") else list(files)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.channels, self.size = channels, size
         self.transform = transform
@@ -196,10 +197,14 @@ class FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _open(self, i: int) -> Any:
+        """What PIL opens for item ``i``: its path here; bytes for datasets that hold images elsewhere."""
+        return self.files[i]
+
     def _read(self, i: int) -> Tensor:
         if self.transform is None:
-            return load_image(self.files[i], self.channels, self.size, self.decode)
-        with Image.open(self.files[i]) as im:
+            return load_image(self._open(i), self.channels, self.size, self.decode)
+        with Image.open(self._open(i)) as im:
             return self.transform(im.convert("L" if self.channels == 1 else "RGB"))
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
@@ -220,12 +225,14 @@ class FileDataset(Dataset):
         raise UnreadableImageError(f"16 image files in a row from {self.files[i]} could not be read")
 
     def take(self, ids: Sequence[int]) -> FileDataset:
-        """The files at ``ids``, same settings."""
+        """The files at ``ids``, same settings (and same class), its own failure count."""
         index = np.asarray(ids, dtype=np.int64)
-        files = self.files.take(index) if isinstance(self.files, Paths) else [self.files[i] for i in index]
-        return FileDataset(
-            files, self.labels[index], self.channels, self.size, self.transform, self.on_error, self.decode
-        )
+        out = copy.copy(self)
+        take = getattr(self.files, "take", None)
+        out.files = take(index) if take is not None else [self.files[i] for i in index]
+        out.labels = self.labels[index]
+        out._failures = torch.zeros(MAX_WORKER_SLOTS, dtype=torch.int64).share_memory_()
+        return out
 
     def subset(self, n: int) -> FileDataset:
         return self.take(range(min(n, len(self.files))))

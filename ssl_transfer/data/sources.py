@@ -270,3 +270,41 @@ def load_imagefolder(cfg: DataConfig, listing_dir: Path | None = None) -> RawDat
     if cfg.in_memory:
         train, test = train.decode_all(), test.decode_all() if test is not None else None  # type: ignore[assignment]
     return RawData(train, test, train_list.classes, skipped, listings)
+
+
+@source(
+    "shards",
+    "LitData shards written by `ssl-transfer shard` at data.root (a folder or an s3://, gs://... URL); "
+    "data.test_root optional",
+    ("root",),
+)
+def load_shards(cfg: DataConfig) -> RawData:
+    from ssl_transfer.data.shards import ShardDataset, read_sidecar
+
+    def split(root: str, key: str) -> tuple[ShardDataset, list[str] | None]:
+        try:
+            meta, labels = read_sidecar(root)
+        except (OSError, ValueError) as e:
+            raise DataError(f"data.{key}={root}: {e}") from None
+        ds = ShardDataset(root, labels, 3, (1, 1), on_error=cfg.bad_images, decode=cfg.decode)
+        return ds, meta.get("classes")
+
+    train, classes = split(cfg.root, "root")  # type: ignore[arg-type]
+    try:
+        with Image.open(train._open(0)) as im:
+            native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
+            native_size = (im.height, im.width)
+    except Exception as e:
+        raise DataError(f"data.root={cfg.root}: the first image in the shards is not readable ({e})") from None
+    channels = cfg.channels or native_channels
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
+    train.channels, train.size = channels, size
+    test = None
+    if cfg.test_root:
+        test, test_classes = split(cfg.test_root, "test_root")
+        if classes and test_classes and test_classes != classes:
+            raise DataError(f"data.test_root classes {test_classes} differ from data.root classes {classes}")
+        test.channels, test.size = channels, size
+    if cfg.in_memory:
+        return RawData(train.decode_all(), test.decode_all() if test is not None else None, classes)
+    return RawData(train, test, classes)
