@@ -1,0 +1,260 @@
+"""Pretraining from an image folder of JPEGs: ours vs LightlyTrain's SimCLR, same folder, backbone, batch, epochs.
+
+The folder: ``--n-train`` CIFAR-10 training JPEGs (equal per class) and the exact 1,000 test images, upsampled once
+(bicubic) to each size and saved as JPEG (quality 90) in a temporary folder. Both sides train a ResNet-18
+(torchvision's on LightlyTrain's side, timm's identical one on ours) with SimCLR (2048-128 projection with
+BatchNorm, temperature 0.1, SGD lr 0.3 x batch/256, momentum 0.9) for ``--epochs`` epochs, with their own default
+pipelines: LightlyTrain decodes and augments each image in DataLoader workers (PIL, float32 on CPU); ours lists the
+folder, decodes in workers (JPEG draft mode), augments batched on the device, and trains at its automatic precision
+(bf16 on CPUs with native bf16), with both views in one forward pass as LightlyTrain does. Images/s: the steps of
+the last epoch (LightlyTrain: the sum of its logged ``profiling/batch_time`` and ``profiling/data_time``; ours:
+``train/epoch_time_s``). kNN: the same evaluator for both encoders (FAISS, cosine, k=20, T=0.07; bank: the training
+folder; queries: the 1,000 test images at the same size). LightlyTrain runs in its own virtual environment (AGPL:
+never imported here).
+
+    python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 lightly-train
+    python benchmarks/folder_throughput.py --data-dir /tmp/cifar --lightly-train /tmp/ltvenv/bin/lightly-train
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.cifar_data import CLASSES, cifar10_folders  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    command_line,
+    git_rev,
+    load_json,
+    machine,
+    markdown_table,
+    print_section,
+    save_json,
+    write_section,
+)
+
+STORE = Path(__file__).parent / "results" / "folder_throughput.json"
+BACKBONE_LT, BACKBONE_OURS = "torchvision/resnet18", "resnet18"
+
+
+def make_folder(data_dir: Path, work: Path, size: int, n_train: int) -> tuple[Path, Path]:
+    """``work/<size>px-<n_train>/train/<class>/*.jpg`` (n_train/10 per class) and ``.../test/<class>/*.jpg``."""
+    from PIL import Image
+
+    train_src, test_src = cifar10_folders(data_dir)
+    out = work / f"{size}px-{n_train}"
+    if (out / "done").exists():
+        return out / "train", out / "test"
+    for split, src, per_class in (("train", train_src, n_train // len(CLASSES)), ("test", test_src, None)):
+        for c in CLASSES:
+            files = sorted((src / c).iterdir())[:per_class]
+            (out / split / c).mkdir(parents=True, exist_ok=True)
+            for f in files:
+                with Image.open(f) as im:
+                    big = im.convert("RGB").resize((size, size), Image.BICUBIC)
+                big.save(out / split / c / f"{f.stem}.jpg", quality=90)
+    (out / "done").touch()
+    return out / "train", out / "test"
+
+
+def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
+    from ssl_transfer.evaluation.protocol import evaluate
+    from ssl_transfer.train import pretrain
+    from ssl_transfer.training.metrics_log import read_metrics
+
+    recipe = {
+        "name": f"ours-{size}-{seed}",
+        "output_dir": str(out),
+        "seed": seed,
+        "data": {
+            "source": "imagefolder",
+            "root": str(train),
+            "test_root": str(test),
+            "image_size": size,
+            "batch_size": args.batch_size,
+            "num_workers": args.workers,
+        },
+        "backbone": {"name": BACKBONE_OURS},
+        "method": {"name": "simclr", "proj_hidden_dim": 2048, "proj_out_dim": 128, "temperature": 0.1},
+        "augment": {"preset": "simclr"},
+        "optim": {"optimizer": "sgd", "lr": 0.3, "lr_batch_size": 256, "momentum": 0.9, "weight_decay": 1e-6},
+        # both views in one pass, one BatchNorm batch over them: what LightlyTrain's SimCLR does
+        "trainer": {
+            "max_epochs": args.epochs,
+            "progress_bar": False,
+            "precision": args.precision,
+            "joint_views": True,
+        },
+        "logging": {"wandb": "disabled", "plots": False},
+        "monitor": {"enabled": False},
+    }
+    res = pretrain(recipe, overwrite=True)
+    epochs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/images_per_s" in r]
+    return {
+        "images_per_s": float(epochs[-1]["train/images_per_s"]),
+        "knn": _knn(evaluate(res.run_dir, res.data, protocols=["knn"])),
+        "precision": res.precision,
+    }
+
+
+def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
+    import torch
+    import torchvision
+
+    from ssl_transfer.data import build_data
+    from ssl_transfer.evaluation.encoders import wrap_module
+    from ssl_transfer.evaluation.protocol import evaluate
+    from ssl_transfer.recipe import load_recipe
+
+    run = out / f"lightly-train-{size}-{seed}"
+    cmd = [
+        args.lightly_train,
+        "pretrain",
+        f"out={run}",
+        f"data={train}",
+        f"model={BACKBONE_LT}",
+        "method=simclr",
+        f"epochs={args.epochs}",
+        f"batch_size={args.batch_size}",
+        f"num_workers={args.workers}",
+        f"seed={seed}",
+        "overwrite=true",
+        "accelerator=cpu",
+        "devices=1",
+        f"transform_args.image_size=[{size},{size}]",
+        "method_args.temperature=0.1",
+        "loggers.tensorboard=null",
+        "loggers.jsonl.flush_logs_every_n_steps=1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"lightly-train failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "profiling/batch_time" in r]
+    per_epoch = max(1, len(steps) // args.epochs)
+    last = steps[-per_epoch:]
+    seconds = sum(r["profiling/batch_time"] + r.get("profiling/data_time", 0.0) for r in last)
+    images_per_s = len(last) * args.batch_size / seconds
+
+    model = torchvision.models.resnet18()
+    model.fc = torch.nn.Identity()
+    state = torch.load(run / "exported_models" / "exported_last.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=False)
+    folder = {"source": "imagefolder", "root": str(train), "test_root": str(test), "image_size": size}
+    data = build_data(load_recipe({"data": folder}).data)
+    # LightlyTrain normalises with ImageNet statistics: its encoder is evaluated with them
+    enc = wrap_module(model, data.input_shape, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return {"images_per_s": images_per_s, "knn": _knn(evaluate(enc, data, protocols=["knn"])), "precision": "32-true"}
+
+
+def _knn(result: dict) -> float:
+    return float(next(r["top1"] for r in result["rows"] if r["protocol"] == "knn"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default="/tmp/cifar", help="the 50k CIFAR-10 JPEGs (benchmarks/cifar_data.py)")
+    ap.add_argument("--lightly-train", default="/tmp/ltvenv/bin/lightly-train")
+    ap.add_argument("--sizes", default="64,128,224")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--n-train", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", default="auto", help="ours: trainer.precision")
+    ap.add_argument("--work", default=None, help="folder for the upsampled images and runs (default: temporary)")
+    args = ap.parse_args()
+    work = Path(args.work or tempfile.mkdtemp(prefix="folder_throughput-"))
+    store = load_json(STORE) or {}
+    if store.get("git") != git_rev() or store.get("settings") != _settings(args):
+        store = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}}
+    for size in [int(s) for s in args.sizes.split(",")]:
+        train, test = make_folder(Path(args.data_dir), work, size, args.n_train)
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for side, fn in (("lightly-train", run_lightly_train), ("ours", run_ours)):
+                key = f"{size}/{seed}/{side}"
+                if key in store["runs"]:
+                    continue
+                t0 = time.perf_counter()
+                store["runs"][key] = {**fn(train, test, size, seed, args, work / "runs"), "wall_s": 0.0}
+                store["runs"][key]["wall_s"] = time.perf_counter() - t0
+                print(key, store["runs"][key], flush=True)
+                save_json(STORE, store)
+    render(store, ap, args)
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("n_train", "epochs", "batch_size", "workers", "precision")}
+
+
+def render(store: dict, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    rows = []
+    sizes = sorted({int(k.split("/")[0]) for k in store["runs"]})
+    worst = None
+    for size in sizes:
+        per = {
+            side: [v for k, v in store["runs"].items() if k.startswith(f"{size}/") and k.endswith(side)]
+            for side in ("lightly-train", "ours")
+        }
+        if not per["ours"] or not per["lightly-train"]:
+            continue
+        ips = {s: statistics.mean(r["images_per_s"] for r in v) for s, v in per.items()}
+        knn = {s: [100 * r["knn"] for r in v] for s, v in per.items()}
+        ratio = ips["ours"] / ips["lightly-train"]
+        worst = ratio if worst is None else min(worst, ratio)
+
+        def ms(x: list[float]) -> str:
+            return f"{statistics.mean(x):.1f} ± {statistics.stdev(x) if len(x) > 1 else 0.0:.1f}"
+
+        rows.append(
+            [
+                f"{size}x{size}",
+                f"{ips['lightly-train']:.1f}",
+                f"{ips['ours']:.1f} ({per['ours'][0]['precision']})",
+                f"**{ratio:.2f}x**",
+                ms(knn["lightly-train"]),
+                ms(knn["ours"]),
+                str(len(per["ours"])),
+            ]
+        )
+    s = store["settings"]
+    table = markdown_table(
+        [
+            "image size",
+            "LightlyTrain img/s",
+            "ours img/s (precision)",
+            "ours / LightlyTrain",
+            "LightlyTrain kNN %",
+            "ours kNN %",
+            "seeds",
+        ],
+        rows,
+    )
+    write_section(
+        "folder_throughput",
+        f"""## Pretraining from a JPEG folder: ours vs LightlyTrain (issue 15)
+
+SimCLR, ResNet-18, {s["n_train"]:,} CIFAR-10 training JPEGs upsampled to each size (and the 1,000 test images for
+kNN), batch {s["batch_size"]}, {s["epochs"]} epochs, {s["workers"]} DataLoader workers, each side's default
+pipeline and precision (LightlyTrain: float32 on CPU). Images/s over the last epoch's steps; kNN with one
+evaluator for both (k=20). Target: ours >= 1.5x at equal kNN; lowest ratio here **{worst or 0:.2f}x**.
+{store["machine"]} (git {store["git"]}).
+
+Command: `{command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))}`
+
+{table}
+""",
+    )
+    print_section("folder_throughput")
+
+
+if __name__ == "__main__":
+    main()
