@@ -76,10 +76,11 @@ class DataConfig(StrictModel):
         description="imagefolder: check every file before training (all), only as training reads it (lazy), or all "
         "up to 50,000 files and lazily beyond (auto)",
     )
-    decode: Literal["draft", "full"] = Field(
+    decode: Literal["draft", "full", "device"] = Field(
         "draft",
-        description="imagefolder: draft lets a large JPEG decode at 1/2, 1/4 or 1/8 scale while it stays at least "
-        "the training size (fast); full decodes every pixel before resizing",
+        description="imagefolder, shards: draft lets a large JPEG decode at 1/2, 1/4 or 1/8 scale while it stays at "
+        "least the training size (fast); full decodes every pixel before resizing; device hands the training loader's "
+        "JPEGs to torchvision.io.decode_jpeg on the training device in batches (nvJPEG on a GPU)",
     )
 
     @field_validator("source")

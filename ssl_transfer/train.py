@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ssl_transfer.backbones import build_backbone
 from ssl_transfer.data import DataBundle, build_data, make_train_loader
-from ssl_transfer.data.datasets import ArrayDataset
+from ssl_transfer.data.datasets import ArrayDataset, FileDataset
 from ssl_transfer.data.sampler import GlobalBatchSampler
 from ssl_transfer.data.views import training_views
 from ssl_transfer.errors import NonFiniteError, Stopped, UserError
@@ -313,6 +313,11 @@ def pretrain(
     if recipe.trainer.compile:
         compile_children(method)
     train_set, augments, local_augment = training_views(recipe.augment, data, method.num_views)
+    decode_to = None
+    if recipe.data.decode == "device" and isinstance(train_set, FileDataset) and train_set.transform is None:
+        train_set = train_set.take(range(len(train_set)))  # its own copy: evaluation and the monitor decode on CPU
+        train_set.decode = "device"
+        decode_to = (data.channels, data.image_size)
     plot_images = first_images(data.train, 8) if recipe.logging.plots else None
     loader = make_train_loader(train_set, recipe.data.batch_size, seed=recipe.seed, num_workers=recipe.data.num_workers)
     module = PretrainModule(
@@ -329,6 +334,7 @@ def pretrain(
         check_grads=precision != "16-mixed",  # fp16's loss scaler skips steps with inf gradients by design
         channels_last=recipe.trainer.channels_last,
         local_augment=local_augment,
+        decode_to=decode_to,
     )
 
     monitor = build_monitor(recipe, data, run_dir)
@@ -344,7 +350,7 @@ def pretrain(
         _finish_wandb(recipe)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    failures = getattr(train_set, "read_failures", 0)
+    failures = getattr(train_set, "read_failures", 0) + module.decode_failures
     if failures:  # files that passed the listing (large folders are verified as they are read) but not decoding
         log.warning("data: %d image reads failed and were replaced by the next readable file", failures)
         metrics["data/read_failures"] = float(failures)

@@ -6,9 +6,10 @@ Images stay uint8 until they reach the training device, where they are augmented
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -96,30 +97,80 @@ class ArrayDataset(Dataset):
 
 def collate_batch(items: tuple[Any, Tensor] | list[tuple[Any, Tensor]]) -> tuple[Any, Tensor]:
     """Collate for both dataset kinds: a pre-batched (images, labels) pair passes through, samples are stacked.
-    Samples whose image is a tuple of tensors (global views (V, C, H, W), local views (L, C, h, w): multi-crop made
-    per image) give a list with each part stacked: [(B, V, C, H, W), (B, L, C, h, w)]."""
+        Samples whose image is a tuple of tensors (global views (V, C, H, W), local views (L, C, h, w): multi-crop made
+        per image) give a list with each part stacked: [(B, V, C, H, W), (B, L, C, h, w)]. A batch with encoded JPEGs
+    (1-D uint8, ``decode="device"``) stays a list of per-image tensors for :func:`decode_batch`."""
     if isinstance(items, tuple):
         return items
     labels = torch.as_tensor([int(lb) for _, lb in items], dtype=torch.long)
+    if any(isinstance(im, Tensor) and im.ndim == 1 for im, _ in items):  # encoded JPEGs: decoded on the device
+        return [im for im, _ in items], labels
     if isinstance(items[0][0], tuple):
         return [torch.stack(part) for part in zip(*(im for im, _ in items))], labels
     return torch.stack([im for im, _ in items]), labels
 
 
-def load_image(path: str | Path, channels: int, size: tuple[int, int], decode: str = "full") -> Tensor:
+def load_image(path: str | Path | IO[bytes], channels: int, size: tuple[int, int], decode: str = "full") -> Tensor:
     """Read one image file -> uint8 (channels, H, W) resized to ``size``.
 
     ``decode="draft"`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL draft mode)
     while that stays at least ``size``: a 1000 px photo read for 224 px decodes 4x fewer pixels. ``"full"``
-    decodes every pixel first.
+    decodes every pixel first. (``"device"`` reads like ``"draft"`` here; the training loader hands JPEGs to
+    :func:`decode_batch` instead.)
     """
     with Image.open(path) as im:
         mode = "L" if channels == 1 else "RGB"
-        if decode == "draft" and im.format == "JPEG":
+        if decode in ("draft", "device") and im.format == "JPEG":
             im.draft(mode, (size[1], size[0]))
         im = im.convert(mode)
         t = TF.pil_to_tensor(im)
     return resize_uint8(t[None], size)[0]
+
+
+def encoded_jpeg_or_image(src: Any, channels: int, size: tuple[int, int]) -> Tensor:
+    """A JPEG's bytes as 1-D uint8 (decoded later, in batches, on the training device); any other image decoded
+    here to uint8 (channels, H, W) at ``size``."""
+    if isinstance(src, (str, Path)):
+        with open(src, "rb") as f:
+            data = f.read()
+    else:
+        data = src.getvalue()
+    if data[:3] == b"\xff\xd8\xff":
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return load_image(io.BytesIO(data), channels, size, "full")
+
+
+def decode_batch(
+    images: Sequence[Tensor], channels: int, size: tuple[int, int], device: torch.device | str
+) -> tuple[Tensor, int]:
+    """Encoded JPEGs (1-D uint8, on the CPU) and already decoded images (C, H, W) -> uint8 (B, channels, *size) on
+    ``device``, and the number of JPEGs that failed to decode (each replaced by a readable image of the batch).
+
+    JPEGs are decoded together by ``torchvision.io.decode_jpeg`` on ``device`` (nvJPEG on a GPU), then resized
+    with antialiasing one by one (their sizes differ)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+    out: list[Tensor | None] = [None if t.ndim == 1 else t.to(device) for t in images]
+    coded = [i for i, t in enumerate(images) if t.ndim == 1]
+    if coded:
+        try:
+            decoded: list[Tensor | None] = list(decode_jpeg([images[i].cpu() for i in coded], mode=mode, device=device))
+        except RuntimeError:  # one bad file fails the batch call: decode one by one to find it
+            decoded = []
+            for i in coded:
+                try:
+                    decoded.append(decode_jpeg(images[i].cpu(), mode=mode, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+        for i, d in zip(coded, decoded):
+            out[i] = d
+    good = [t for t in out if t is not None]
+    if not good:
+        raise UnreadableImageError(f"none of the {len(images)} images of a batch could be decoded")
+    failures = len(out) - len(good)
+    resized = [resize_uint8((t if t is not None else good[0])[None], size)[0] for t in out]
+    return torch.stack(resized), failures
 
 
 def image_problem(path: str | Path) -> str | None:
@@ -202,6 +253,8 @@ class FileDataset(Dataset):
         return self.files[i]
 
     def _read(self, i: int) -> Tensor:
+        if self.decode == "device" and self.transform is None:
+            return encoded_jpeg_or_image(self._open(i), self.channels, self.size)
         if self.transform is None:
             return load_image(self._open(i), self.channels, self.size, self.decode)
         with Image.open(self._open(i)) as im:

@@ -184,6 +184,12 @@ def load_stl10(cfg: DataConfig) -> RawData:
     )
 
 
+def cpu_decode(mode: str) -> str:
+    """How the datasets of a source decode: ``device`` applies to the training loader only (train.py); evaluation,
+    monitoring and statistics read in draft mode."""
+    return "draft" if mode == "device" else mode
+
+
 VERIFY_ALL_MAX = 50_000  # data.verify=auto checks every file up front in folders up to this size
 
 
@@ -254,7 +260,9 @@ def load_imagefolder(cfg: DataConfig, listing_dir: Path | None = None) -> RawDat
     channels = cfg.channels or native_channels
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
     listings = {"train": train_list}
-    train = FileDataset(train_list.paths, train_list.labels, channels, size, on_error=cfg.bad_images, decode=cfg.decode)
+    train = FileDataset(
+        train_list.paths, train_list.labels, channels, size, on_error=cfg.bad_images, decode=cpu_decode(cfg.decode)
+    )
     test = None
     if cfg.test_root:
         test_list = _listing(cfg, "test", cfg.test_root, listing_dir)
@@ -264,7 +272,7 @@ def load_imagefolder(cfg: DataConfig, listing_dir: Path | None = None) -> RawDat
             )
         listings["test"] = test_list
         test = FileDataset(
-            test_list.paths, test_list.labels, channels, size, on_error=cfg.bad_images, decode=cfg.decode
+            test_list.paths, test_list.labels, channels, size, on_error=cfg.bad_images, decode=cpu_decode(cfg.decode)
         )
     skipped = [s for lst in listings.values() for s in lst.skipped]
     if cfg.in_memory:
@@ -286,7 +294,7 @@ def load_shards(cfg: DataConfig) -> RawData:
             meta, labels = read_sidecar(root)
         except (OSError, ValueError) as e:
             raise DataError(f"data.{key}={root}: {e}") from None
-        ds = ShardDataset(root, labels, 3, (1, 1), on_error=cfg.bad_images, decode=cfg.decode)
+        ds = ShardDataset(root, labels, 3, (1, 1), on_error=cfg.bad_images, decode=cpu_decode(cfg.decode))
         return ds, meta.get("classes")
 
     train, classes = split(cfg.root, "root")  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from ssl_transfer.data.datasets import decode_batch
 from ssl_transfer.data.sampler import GlobalBatchSampler, world
 from ssl_transfer.data.views import Augment
 from ssl_transfer.errors import NonFiniteError
@@ -55,11 +56,13 @@ class PretrainModule(pl.LightningModule):
         check_grads: bool = True,
         channels_last: bool = False,
         local_augment: Augment | None = None,
+        decode_to: tuple[int, tuple[int, int]] | None = None,
     ) -> None:
         """``sampler``: the training loader's batch sampler (its position is checkpointed). ``check_finite``:
         stop on a non-finite loss, and (``check_grads``) gradients, before the optimizer step applies them.
         ``channels_last``: views are handed to the method in channels_last memory format (the trainer converts
-        the model). ``local_augment``: the batched pipeline of the method's ``num_local_views`` local views."""
+        the model). ``local_augment``: the batched pipeline of the method's ``num_local_views`` local views.
+        ``decode_to``: (channels, (H, W)) of batches that arrive as encoded JPEGs (``data.decode=device``)."""
         super().__init__()
         self.method = method
         self.augments = torch.nn.ModuleList(augments)
@@ -81,6 +84,19 @@ class PretrainModule(pl.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._epoch_start, self._epoch_images = 0.0, 0
         self._data_wait, self._waiting_since = 0.0, 0.0
+        self.decode_to = decode_to
+        self.decode_failures = 0
+
+    @staticmethod
+    def _encoded(images: object) -> bool:
+        return isinstance(images, list) and bool(images) and isinstance(images[0], Tensor) and images[0].ndim < 4
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """Encoded JPEGs stay on the CPU (``decode_jpeg`` reads its input there and decodes on ``device``)."""
+        images, labels = batch
+        if self._encoded(images):
+            return images, labels.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def normalize(self, x01: Tensor) -> Tensor:
         """(B, C, H, W) in [0, 1] -> normalised."""
@@ -113,6 +129,10 @@ class PretrainModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor | list[Tensor], Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
+        if self._encoded(images):
+            assert self.decode_to is not None, "encoded images need decode_to"
+            images, failures = decode_batch(images, *self.decode_to, self.device)  # type: ignore[arg-type]
+            self.decode_failures += failures
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = int(self.trainer.num_training_batches) // max(1, self.trainer.accumulate_grad_batches)
         self.method.set_progress(self.global_step, total, per_epoch)

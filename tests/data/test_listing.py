@@ -151,3 +151,59 @@ def test_a_resumed_run_trains_on_the_files_it_listed(tmp_path: Path, quiet):
         _png(root / "a" / f"{i}.png", 5 * i)
     resumed = pretrain(recipe, [*quiet, "trainer.max_steps=4"], resume=True)
     assert resumed.data is not None and len(resumed.data.train) == 12
+
+
+def test_device_decode_batches_jpegs_like_pil_and_replaces_a_broken_one(tmp_path: Path):
+    from ssl_transfer.data.datasets import collate_batch, decode_batch
+
+    g = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:48, 0:40]
+    for i in range(4):
+        smooth = np.stack([xx * 5 + i * 10, yy * 4, 200 - xx * 3], -1) + g.normal(0, 3, (48, 40, 3))
+        Image.fromarray(smooth.clip(0, 255).astype(np.uint8)).save(tmp_path / f"{i}.jpg", quality=95)
+    Image.fromarray(np.full((10, 10, 3), 77, np.uint8)).save(tmp_path / "4.png")
+    files = [str(tmp_path / f"{i}.jpg") for i in range(4)] + [str(tmp_path / "4.png")]
+    ds = FileDataset(files, [0, 1, 2, 3, 4], 3, (24, 24), decode="device")
+    images, labels = collate_batch([ds[i] for i in range(5)])
+    assert (
+        isinstance(images, list) and [t.ndim for t in images] == [1, 1, 1, 1, 3] and labels.tolist() == [0, 1, 2, 3, 4]
+    )
+    batch, failures = decode_batch(images, 3, (24, 24), "cpu")
+    assert batch.shape == (5, 3, 24, 24) and batch.dtype == torch.uint8 and failures == 0
+    for i in range(5):
+        ref = load_image(files[i], 3, (24, 24), "full")
+        assert (batch[i].float() - ref.float()).abs().mean() < 1.5
+    broken = images[1][: len(images[1]) // 3]
+    batch, failures = decode_batch([images[0], broken, images[2]], 3, (24, 24), "cpu")
+    assert failures == 1 and batch.shape == (3, 3, 24, 24)
+
+
+def test_pretraining_with_device_decode(tmp_path: Path, quiet, monkeypatch):
+    import ssl_transfer.training.module as module_mod
+    from ssl_transfer.train import pretrain
+
+    calls = []
+    real = module_mod.decode_batch
+
+    def counted(images, *args):
+        calls.append(sum(t.ndim == 1 for t in images))
+        return real(images, *args)
+
+    monkeypatch.setattr(module_mod, "decode_batch", counted)
+
+    root = tmp_path / "imgs"
+    g = np.random.default_rng(2)
+    for i in range(16):
+        (root / str(i % 2)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(g.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / str(i % 2) / f"{i}.jpg")
+    res = pretrain(
+        {
+            "data": {"source": "imagefolder", "root": str(root), "image_size": 16, "batch_size": 8, "decode": "device"},
+            "backbone": {"name": "cnn_tiny"},
+            "trainer": {"max_steps": 2},
+        },
+        [*quiet, "name=device"],
+    )
+    assert res.data is not None and res.data.train.decode == "draft"  # evaluation and the monitor decode on CPU
+    assert np.isfinite(res.metrics["train/loss_epoch"]) and "data/read_failures" not in res.metrics
+    assert calls == [8, 8]  # every training batch arrived as encoded JPEGs
