@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -172,6 +173,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="ours: trainer.precision")
     ap.add_argument("--work", default=None, help="folder for the upsampled images and runs (default: temporary)")
     args = ap.parse_args()
+    os.chdir(Path(__file__).resolve().parents[1])  # git_rev() names the code commit of this checkout
     work = Path(args.work or tempfile.mkdtemp(prefix="folder_throughput-"))
     store = load_json(STORE) or {}
     if store.get("git") != git_rev() or store.get("settings") != _settings(args):
