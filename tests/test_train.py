@@ -92,7 +92,9 @@ def test_run_evaluates_knn_well_above_chance(quiet, monkeypatch):
 
     built = []
     for mod in (train, protocol):  # run builds its data once: pretraining's bundle goes to the evaluator
-        monkeypatch.setattr(mod, "build_data", lambda cfg, f=mod.build_data: built.append(cfg.source) or f(cfg))
+        monkeypatch.setattr(
+            mod, "build_data", lambda cfg, f=mod.build_data, **kw: built.append(cfg.source) or f(cfg, **kw)
+        )
     res = run({"name": "e", "data": {"source": "digits", "batch_size": 64}, "trainer": {"max_epochs": 3}}, quiet)
     assert built == ["digits"]
     assert res.metrics["eval"]["data"]["config"]["source"] == "digits"
