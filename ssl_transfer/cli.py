@@ -188,15 +188,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    from ssl_transfer.data.listing import ListingError, list_folder
     from ssl_transfer.data.shards import write_shards
-    from ssl_transfer.data.sources import DataError, verified
+    from ssl_transfer.data.sources import folder_listing, verified
 
-    try:
-        listing = list_folder(args.images_dir)
-    except ListingError as e:
-        raise DataError(f"images_dir: {e}") from None
-    listing = verified(listing, f"images_dir={args.images_dir}", args.bad_images, "all")
+    listing = verified(
+        folder_listing(args.images_dir, "images_dir"), f"images_dir={args.images_dir}", args.bad_images, "all"
+    )
     info = write_shards(listing, args.out, chunk_bytes=args.chunk_bytes, num_workers=args.workers)
     labelled = f"{len(info.classes)} classes" if info.classes else "unlabeled"
     print(f"{info.count} images ({labelled}) -> {info.chunks} LitData chunk(s) in {info.out}")

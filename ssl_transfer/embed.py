@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from ssl_transfer.data.datasets import UNREADABLE, FileDataset
-from ssl_transfer.data.listing import Listing, ListingError, list_folder
-from ssl_transfer.data.sources import DataError, verified
+from ssl_transfer.data.listing import Listing
+from ssl_transfer.data.sources import folder_listing, verified
 from ssl_transfer.evaluation.encoders import resolve_encoder
 from ssl_transfer.export.encoder import Encoder
 
@@ -126,10 +126,7 @@ def embed_folder(
         ok = np.load(state["ok"], mmap_mode="r+")
         log.info("embed: continuing %s at row %d of %d", out, done, len(listing))
     else:
-        try:
-            found = list_folder(root, recursive=True)
-        except ListingError as e:
-            raise DataError(f"images_dir: {e}") from None
+        found = folder_listing(root, "images_dir", recursive=True)
         listing = verified(found, f"images_dir={root}", bad_images, "auto")
         done = 0
         listing.save(state["listing"])

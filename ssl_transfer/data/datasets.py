@@ -18,7 +18,6 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssl_transfer.data.listing import Paths
 from ssl_transfer.errors import UserError
 
 MAX_WORKER_SLOTS = 65
@@ -226,7 +225,7 @@ class FileDataset(Dataset):
     ) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
-        self.files = files if isinstance(files, Paths) or hasattr(files, "take") else list(files)
+        self.files = files if hasattr(files, "take") else list(files)  # Paths, ShardKeys: kept as they are
         self.labels = np.asarray(labels, dtype=np.int64)
         self.channels, self.size = channels, size
         self.transform = transform

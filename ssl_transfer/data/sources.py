@@ -193,10 +193,10 @@ def cpu_decode(mode: str) -> str:
 VERIFY_ALL_MAX = 50_000  # data.verify=auto checks every file up front in folders up to this size
 
 
-def folder_listing(root: str, where: str) -> Listing:
-    """:func:`list_folder` with its errors as :class:`DataError` naming the recipe key."""
+def folder_listing(root: str | Path, where: str, recursive: bool = False) -> Listing:
+    """:func:`list_folder` with its errors as :class:`DataError` naming the recipe key or argument."""
     try:
-        return list_folder(root)
+        return list_folder(root, recursive)
     except ListingError as e:
         raise DataError(f"{where}: {e}") from None
 
@@ -246,6 +246,15 @@ def _listing(cfg: DataConfig, split: str, root: str, listing_dir: Path | None) -
     return verified(folder_listing(root, where), where, cfg.bad_images, cfg.verify)
 
 
+def _input_format(first: object, cfg: DataConfig) -> tuple[int, tuple[int, int]]:
+    """(channels, (H, W)) of training: the recipe's, else those of the first image (a path or bytes)."""
+    with Image.open(first) as im:  # type: ignore[arg-type]
+        native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
+        native_size = (im.height, im.width)
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
+    return cfg.channels or native_channels, size
+
+
 @source(
     "imagefolder",
     "images under data.root: root/<class>/*.png gives labels, a flat folder none; data.test_root optional",
@@ -254,11 +263,7 @@ def _listing(cfg: DataConfig, split: str, root: str, listing_dir: Path | None) -
 )
 def load_imagefolder(cfg: DataConfig, listing_dir: Path | None = None) -> RawData:
     train_list = _listing(cfg, "train", cfg.root, listing_dir)  # type: ignore[arg-type]
-    with Image.open(train_list.paths[0]) as im:
-        native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
-        native_size = (im.height, im.width)
-    channels = cfg.channels or native_channels
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
+    channels, size = _input_format(train_list.paths[0], cfg)
     listings = {"train": train_list}
     train = FileDataset(
         train_list.paths, train_list.labels, channels, size, on_error=cfg.bad_images, decode=cpu_decode(cfg.decode)
@@ -299,13 +304,9 @@ def load_shards(cfg: DataConfig) -> RawData:
 
     train, classes = split(cfg.root, "root")  # type: ignore[arg-type]
     try:
-        with Image.open(train._open(0)) as im:
-            native_channels = 1 if im.mode in ("L", "I", "I;16", "1") else 3
-            native_size = (im.height, im.width)
+        channels, size = _input_format(train._open(0), cfg)
     except Exception as e:
         raise DataError(f"data.root={cfg.root}: the first image in the shards is not readable ({e})") from None
-    channels = cfg.channels or native_channels
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else native_size
     train.channels, train.size = channels, size
     test = None
     if cfg.test_root:

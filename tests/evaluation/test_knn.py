@@ -14,6 +14,16 @@ def brute_force(train, train_y, test, num_classes, k, t):
     return scores
 
 
+def clusters(seed: int, n: int, n_query: int, dim: int):
+    """Training and query points (with labels) around 10 Gaussian class centres."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, dim, generator=g) * 3
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = centers[y] + torch.randn(n, dim, generator=g)
+    yq = torch.randint(0, 10, (n_query,), generator=g)
+    return x, y, centers[yq] + torch.randn(n_query, dim, generator=g), yq
+
+
 def test_knn_matches_brute_force_reference():
     g = torch.Generator().manual_seed(0)
     train = torch.randn(500, 16, generator=g)
@@ -41,12 +51,7 @@ def test_knn_accuracy_on_separable_clusters_and_ignores_unlabeled():
 
 
 def test_approximate_indexes_agree_with_exact_and_are_recorded():
-    g = torch.Generator().manual_seed(2)
-    centers = torch.randn(10, 24, generator=g) * 3
-    y = torch.randint(0, 10, (5000,), generator=g)
-    x = centers[y] + torch.randn(5000, 24, generator=g)
-    yq = torch.randint(0, 10, (500,), generator=g)
-    xq = centers[yq] + torch.randn(500, 24, generator=g)
+    x, y, xq, yq = clusters(2, 5000, 500, 24)
     exact = knn_classify(x, y, xq, yq, k=20)
     assert exact["index"]["kind"] == "exact" and exact["index"]["n"] == 5000
     for kind in ("ivf", "hnsw"):
@@ -72,12 +77,7 @@ def test_auto_index_is_exact_for_few_queries_and_ivf_with_a_capped_training_samp
 def test_compressed_storage_is_chosen_when_memory_is_short_and_still_classifies(monkeypatch, storage: str):
     import ssl_transfer.evaluation.knn as knn
 
-    g = torch.Generator().manual_seed(3)
-    centers = torch.randn(10, 32, generator=g) * 3
-    y = torch.randint(0, 10, (8000,), generator=g)
-    x = centers[y] + torch.randn(8000, 32, generator=g)
-    yq = torch.randint(0, 10, (400,), generator=g)
-    xq = centers[yq] + torch.randn(400, 32, generator=g)
+    x, y, xq, yq = clusters(3, 8000, 400, 32)
     need = 4 * 8000 * 32 / knn.MEMORY_FRACTION  # bytes of free RAM at which float32 just fits
     monkeypatch.setattr(knn, "available_memory", lambda: int(need * (0.6 if storage == "fp16" else 0.2)))
     assert knn.choose_storage(8000, 32) == storage
