@@ -62,3 +62,31 @@ def test_registry_names_and_visualize():
     m = build_method(AEConfig(), build_backbone("cnn_tiny", shape), shape)
     grid = m.visualize(torch.randn(5, *shape))["reconstructions"]
     assert grid.shape == (10, *shape)
+
+
+@pytest.mark.parametrize(("export", "dim"), [("mean", 16), ("features", None)])
+def test_vae_exports_its_mean_or_the_pooled_features(export, dim, tmp_path):
+    """``method.export``: the reloaded encoder outputs the posterior mean (latent_dim) or exactly the backbone's
+    pooled features (its width), the mean head then left out."""
+    from ssl_transfer.export import load_encoder
+    from ssl_transfer.train import pretrain
+
+    run_dir = pretrain(
+        {
+            "name": f"vae-{export}",
+            "output_dir": str(tmp_path),
+            "data": {"source": "digits", "limit_train": 64, "batch_size": 32},
+            "backbone": {"name": "cnn_tiny"},
+            "method": {"name": "vae", "latent_dim": 16, "export": export},
+            "trainer": {"max_epochs": 1, "progress_bar": False},
+            "logging": {"wandb": "disabled", "plots": False},
+            "monitor": {"enabled": False},
+        }
+    ).run_dir
+    enc = load_encoder(run_dir)
+    x = torch.randn(5, 1, 8, 8)
+    width = build_backbone("cnn_tiny", (1, 8, 8)).num_features
+    with torch.no_grad():
+        z = enc(x)
+    assert z.shape == (5, dim or width) and enc.embed_dim == (dim or width)
+    assert (enc.meta.get("head") is None) == (export == "features"), enc.meta.get("head")
