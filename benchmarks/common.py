@@ -29,7 +29,9 @@ def machine() -> str:
             )
         except (OSError, StopIteration):
             model = platform.processor()
-        dev = f"{model}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads"
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = f"{os.cpu_count()} cores visible" + (f", pinned to {usable}" if usable != os.cpu_count() else "")
+        dev = f"{model}, {cores}, {torch.get_num_threads()} torch threads"
     return f"{dev}; {package_versions()}"
 
 
