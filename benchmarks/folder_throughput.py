@@ -4,7 +4,8 @@ The folder: ``--n-train`` CIFAR-10 training JPEGs (equal per class) and the exac
 (bicubic) to each size and saved as JPEG (quality 90) in a temporary folder. Both sides train a ResNet-18
 (torchvision's on LightlyTrain's side, timm's identical one on ours, with torchvision's initialisation:
 ``zero_init_last=False``) with SimCLR (2048-128 projection with
-BatchNorm, temperature 0.1, SGD lr 0.3 x batch/256, momentum 0.9) for ``--epochs`` epochs, with their own default
+BatchNorm, temperature 0.1, SGD lr 0.3 x batch/256, momentum 0.9, weight decay 1e-4, warm-up over a tenth of
+the run, cosine: LightlyTrain's defaults) for ``--epochs`` epochs, with their own default
 pipelines: LightlyTrain decodes and augments each image in DataLoader workers (PIL, float32 on CPU); ours lists the
 folder, decodes in workers (JPEG draft mode), augments batched on the device, and trains at its automatic precision
 (bf16 on CPUs with native bf16), with both views in one forward pass as LightlyTrain does. Images/s: the steps of
@@ -94,7 +95,17 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
         "backbone": {"name": BACKBONE_OURS, "kwargs": {"zero_init_last": False}},
         "method": {"name": "simclr", "proj_hidden_dim": 2048, "proj_out_dim": 128, "temperature": 0.1},
         "augment": {"preset": "simclr"},
-        "optim": {"optimizer": "sgd", "lr": 0.3, "lr_batch_size": 256, "momentum": 0.9, "weight_decay": 1e-6},
+        # LightlyTrain's SimCLR optimizer: SGD lr 0.3 x batch/256, momentum 0.9, weight decay 1e-4, linear warm-up
+        # over a tenth of the run (at most 10 epochs), then cosine to 0 per step
+        "optim": {
+            "optimizer": "sgd",
+            "lr": 0.3,
+            "lr_batch_size": 256,
+            "momentum": 0.9,
+            "weight_decay": 1e-4,
+            "warmup_epochs": min(10.0, args.epochs / 10),
+            "schedule": "cosine",
+        },
         # both views in one pass, one BatchNorm batch over them: what LightlyTrain's SimCLR does
         "trainer": {
             "max_epochs": args.epochs,
