@@ -94,7 +94,8 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
         # this the two start from different random features (kNN 23.6 vs 29.6 at 64 px before any training)
         "backbone": {"name": BACKBONE_OURS, "kwargs": {"zero_init_last": False}},
         "method": {"name": "simclr", "proj_hidden_dim": 2048, "proj_out_dim": 128, "temperature": 0.1},
-        "augment": {"preset": "simclr"},
+        # LightlyTrain's SimCLR views: the simclr preset with ImageNet-strength colour jitter (0.8, 0.8, 0.8, 0.2)
+        "augment": {"preset": "simclr", "jitter": [0.8, 0.8, 0.8, 0.2]},
         # LightlyTrain's SimCLR optimizer: SGD lr 0.3 x batch/256, momentum 0.9, weight decay 1e-4, linear warm-up
         # over a tenth of the run (at most 10 epochs), then cosine to 0 per step
         "optim": {
