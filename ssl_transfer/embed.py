@@ -22,7 +22,7 @@ import torch
 from ssl_transfer.data.datasets import UNREADABLE, FileDataset
 from ssl_transfer.data.listing import Listing
 from ssl_transfer.data.sources import folder_listing, verified
-from ssl_transfer.evaluation.encoders import resolve_encoder
+from ssl_transfer.evaluation.encoders import IMAGENET_MEAN, IMAGENET_STD, resolve_encoder
 from ssl_transfer.export.encoder import Encoder
 
 log = logging.getLogger("ssl_transfer")
@@ -102,7 +102,7 @@ def embed_folder(
     they are read.
     """
     root = Path(images_dir)
-    enc = resolve_encoder(encoder, (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    enc = resolve_encoder(encoder, (3, 224, 224), IMAGENET_MEAN, IMAGENET_STD)
     dev = _device(device)
     enc = enc.to(dev).eval()
     out = Path(out).with_suffix(".npy")

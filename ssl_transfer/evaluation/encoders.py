@@ -17,6 +17,9 @@ from torch import nn
 from ssl_transfer.errors import UserError
 from ssl_transfer.export import Encoder, load_encoder
 
+# ImageNet normalisation (timm.data.IMAGENET_DEFAULT_MEAN / _STD; not imported from timm to keep this import light)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 
 def _embed_dim(model: nn.Module, shape: tuple[int, int, int]) -> int:
     model.eval()
@@ -58,9 +61,7 @@ def _timm(name: str, size: tuple[int, int]) -> Encoder:
         raise UserError(f"timm has no model {name!r}")
     model = timm.create_model(name, num_classes=0, pretrained=False)
     cfg = model.pretrained_cfg
-    return wrap_module(
-        model, (3, *size), cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)), f"timm:{name}"
-    )
+    return wrap_module(model, (3, *size), cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), f"timm:{name}")
 
 
 def _torchvision(name: str, size: tuple[int, int]) -> Encoder:
@@ -76,7 +77,7 @@ def _torchvision(name: str, size: tuple[int, int]) -> Encoder:
     parent_name, _, attr = last[-1].rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, nn.Identity())  # the classifier goes; the penultimate features remain
-    return wrap_module(model, (3, *size), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), f"torchvision:{name}")
+    return wrap_module(model, (3, *size), IMAGENET_MEAN, IMAGENET_STD, f"torchvision:{name}")
 
 
 def resolve_encoder(
