@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,6 +48,9 @@ from benchmarks.common import (  # noqa: E402
 
 STORE = Path(__file__).parent / "results" / "folder_throughput.json"
 BACKBONE_LT, BACKBONE_OURS = "torchvision/resnet18", "resnet18"
+# timm zero-initialises each block's last BatchNorm; torchvision (LightlyTrain's model) does not: without this the
+# two start from different random features (kNN 23.6 vs 29.6 at 64 px before any training)
+OURS_KWARGS = {"zero_init_last": False}
 
 
 def make_folder(data_dir: Path, work: Path, size: int, n_train: int) -> tuple[Path, Path]:
@@ -74,7 +78,6 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
 
     from ssl_transfer.backbones import build_backbone
     from ssl_transfer.evaluation.encoders import wrap_module
-    from ssl_transfer.evaluation.protocol import evaluate
     from ssl_transfer.train import pretrain
     from ssl_transfer.training.metrics_log import read_metrics
 
@@ -90,9 +93,7 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
             "batch_size": args.batch_size,
             "num_workers": args.workers,
         },
-        # timm zero-initialises each block's last BatchNorm; torchvision (LightlyTrain's model) does not: without
-        # this the two start from different random features (kNN 23.6 vs 29.6 at 64 px before any training)
-        "backbone": {"name": BACKBONE_OURS, "kwargs": {"zero_init_last": False}},
+        "backbone": {"name": BACKBONE_OURS, "kwargs": OURS_KWARGS},
         "method": {"name": "simclr", "proj_hidden_dim": 2048, "proj_out_dim": 128, "temperature": 0.1},
         # LightlyTrain's SimCLR views: the simclr preset with ImageNet-strength colour jitter (0.8, 0.8, 0.8, 0.2)
         "augment": {"preset": "simclr", "jitter": [0.8, 0.8, 0.8, 0.2]},
@@ -120,13 +121,11 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
     res = pretrain(recipe, overwrite=True)
     epochs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/images_per_s" in r]
     torch.manual_seed(seed)
-    init = build_backbone(BACKBONE_OURS, res.data.input_shape, kwargs={"zero_init_last": False})
+    init = build_backbone(BACKBONE_OURS, res.data.input_shape, kwargs=OURS_KWARGS)
     return {
         "images_per_s": float(epochs[-1]["train/images_per_s"]),
-        "knn": _knn(evaluate(res.run_dir, res.data, protocols=["knn"])),
-        "knn_init": _knn(
-            evaluate(wrap_module(init, res.data.input_shape, res.data.mean, res.data.std), res.data, protocols=["knn"])
-        ),
+        "knn": _knn(res.run_dir, res.data),
+        "knn_init": _knn(wrap_module(init, res.data.input_shape, res.data.mean, res.data.std), res.data),
         "precision": res.precision,
     }
 
@@ -136,8 +135,7 @@ def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argpa
     import torchvision
 
     from ssl_transfer.data import build_data
-    from ssl_transfer.evaluation.encoders import wrap_module
-    from ssl_transfer.evaluation.protocol import evaluate
+    from ssl_transfer.evaluation.encoders import IMAGENET_MEAN, IMAGENET_STD, wrap_module
     from ssl_transfer.recipe import load_recipe
 
     run = out / f"lightly-train-{size}-{seed}"
@@ -183,16 +181,19 @@ def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argpa
     folder = {"source": "imagefolder", "root": str(train), "test_root": str(test), "image_size": size}
     data = build_data(load_recipe({"data": folder}).data)
     # LightlyTrain normalises with ImageNet statistics: its encoder is evaluated with them
-    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     return {
         "images_per_s": images_per_s,
-        "knn": _knn(evaluate(wrap_module(model, data.input_shape, *imagenet), data, protocols=["knn"])),
-        "knn_init": _knn(evaluate(wrap_module(init, data.input_shape, *imagenet), data, protocols=["knn"])),
+        "knn": _knn(wrap_module(model, data.input_shape, IMAGENET_MEAN, IMAGENET_STD), data),
+        "knn_init": _knn(wrap_module(init, data.input_shape, IMAGENET_MEAN, IMAGENET_STD), data),
         "precision": "32-true",
     }
 
 
-def _knn(result: dict) -> float:
+def _knn(encoder: Any, data: Any) -> float:
+    """kNN top-1 (0-1) of ``encoder`` (a run dir or a wrapped module) on ``data``: one evaluator for both sides."""
+    from ssl_transfer.evaluation.protocol import evaluate
+
+    result = evaluate(encoder, data, protocols=["knn"])
     return float(next(r["top1"] for r in result["rows"] if r["protocol"] == "knn"))
 
 
@@ -213,7 +214,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="folder_throughput-"))
     store = load_json(STORE) or {}
     if store.get("git") != git_rev() or store.get("settings") != _settings(args):
-        store = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}}
+        store = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}, "cpus": _pin()}
     for size in [int(s) for s in args.sizes.split(",")]:
         train, test = make_folder(Path(args.data_dir), work, size, args.n_train)
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -227,6 +228,12 @@ def main() -> None:
                 print(key, store["runs"][key], flush=True)
                 save_json(STORE, store)
     render(store, ap, args)
+
+
+def _pin() -> str | None:
+    """The CPUs this process is pinned to (``taskset -c`` list), or None when it may use all of them."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return ",".join(map(str, cpus)) if cpus and len(cpus) < (os.cpu_count() or 0) else None
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -266,6 +273,7 @@ def render(store: dict, ap: argparse.ArgumentParser, args: argparse.Namespace) -
             ]
         )
     s = store["settings"]
+    command = command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))
     table = markdown_table(
         [
             "image size",
@@ -289,7 +297,7 @@ evaluator for both (k=20), after training and (in brackets) of the same seed's r
 Target: ours >= 1.5x at equal kNN; lowest ratio here **{worst or 0:.2f}x**.
 {store["machine"]} (git {store["git"]}).
 
-Command: `{command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))}`
+Command: `{f"taskset -c {store['cpus']} " if store.get("cpus") else ""}{command}`
 
 {table}
 """,
