@@ -49,3 +49,31 @@ def test_every_spec_setting_is_one_our_recipe_accepts():
 
     for spec in SPECS.values():
         OptimConfig(**(spec.optim or sgd_setting("benchmark", spec.batch or 64)))
+
+
+def test_each_row_is_judged_against_its_own_backbones_random_encoder(monkeypatch):
+    """MAE trains a ViT: its "ref - random" and "not clear" read the ViT's random-init kNN, not cnn_small's."""
+    import benchmarks.parity as parity
+
+    row = {
+        "setting": {"epochs": 1, "batch": 8, "optim": sgd_setting("benchmark", 8)},
+        "reference": [0.40, 0.41, 0.42],
+        "ours": [0.41, 0.41, 0.41],
+        "ref_seconds_each": [1.0],
+        "ours_seconds_each": [1.0],
+        "seeds_done": [0, 1, 2],
+        "git": "abc1234",
+        "command": "python benchmarks/parity.py",
+    }
+    store = {
+        "machine": "test",
+        "random_init": 0.30,  # cnn_small
+        "methods": {"simclr": dict(row), "mae": {**row, "random_init": 0.45, "backbone": "vit_tiny_patch16_224"}},
+    }
+    written = {}
+    monkeypatch.setattr(parity, "write_section", lambda name, body: written.setdefault(name, body))
+    parity.render(store)
+    lines = {ln.split("|")[1].strip(): ln for ln in written["parity"].splitlines() if ln.startswith("| ")}
+    assert "+11.0 |" in lines["simclr"] and "not clear" not in lines["simclr"]
+    assert "-4.0 (not clear)" in lines["mae"]
+    assert "`vit_tiny_patch16_224` 45.00%" in written["parity"] and "`cnn_small` 30.00%" in written["parity"]
