@@ -498,8 +498,9 @@ SPECS: dict[str, Spec] = {
         CIFAR_TRANSFORM,
         CIFAR_AUG,
     ),
-    # DINO stays at a random encoder's kNN at 12 x 64 with the benchmark SGD on both sides (33.3); AdamW with a
-    # 2-epoch warm-up over 25 x 64 makes the reference learn (39.6; PROBES.md, stop 26).
+    # DINO stays at a random encoder's kNN at 12 x 64 with the benchmark SGD on both sides (33.3), and at 25 x 64
+    # with AdamW and a warm-up too (33.7; teacher momentum from 0.99: 34.1, from 0.9: 23.4; PROBES.md, stop 30):
+    # this row is "not clear" until a setting makes the reference learn.
     "dino": Spec(
         lambda b, d: DINORef(b),
         {
