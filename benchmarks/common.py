@@ -29,10 +29,16 @@ def machine() -> str:
             )
         except (OSError, StopIteration):
             model = platform.processor()
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        cores = f"{os.cpu_count()} cores visible" + (f", pinned to {usable}" if usable != os.cpu_count() else "")
+        pin = pinned_cpus()
+        cores = f"{os.cpu_count()} cores visible" + (f", pinned to {len(pin)}" if pin else "")
         dev = f"{model}, {cores}, {torch.get_num_threads()} torch threads"
     return f"{dev}; {package_versions()}"
+
+
+def pinned_cpus() -> list[int] | None:
+    """The CPUs this process is pinned to (as ``taskset -c`` sets them), or None when it may use all of them."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return cpus if cpus and len(cpus) < (os.cpu_count() or 0) else None
 
 
 def package_versions() -> str:

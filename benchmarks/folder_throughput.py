@@ -41,6 +41,7 @@ from benchmarks.common import (  # noqa: E402
     load_json,
     machine,
     markdown_table,
+    pinned_cpus,
     print_section,
     save_json,
     write_section,
@@ -231,9 +232,9 @@ def main() -> None:
 
 
 def _pin() -> str | None:
-    """The CPUs this process is pinned to (``taskset -c`` list), or None when it may use all of them."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    return ",".join(map(str, cpus)) if cpus and len(cpus) < (os.cpu_count() or 0) else None
+    """``pinned_cpus()`` as a ``taskset -c`` list, or None."""
+    pin = pinned_cpus()
+    return ",".join(map(str, pin)) if pin else None
 
 
 def _settings(args: argparse.Namespace) -> dict:
