@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -55,8 +56,27 @@ def package_versions() -> str:
     return ", ".join(found)
 
 
-# What a benchmark number cannot depend on: the results themselves, tests and prose.
-NOT_CODE = (":!benchmarks/results", ":!benchmarks/*.png", ":!*.md", ":!tests")
+# What a benchmark number cannot depend on: the results themselves, tests and prose (globs: ``*`` spans folders).
+NOT_CODE_GLOBS = ("benchmarks/results/*", "benchmarks/*.png", "*.md", "tests/*")
+NOT_CODE = tuple(f":!{g}" for g in NOT_CODE_GLOBS)  # as git pathspecs
+
+
+def is_code(path: str) -> bool:
+    """Whether a number can depend on the file at ``path`` (relative to the repository root)."""
+    return not any(fnmatch.fnmatch(path, g) for g in NOT_CODE_GLOBS)
+
+
+def code_files(commit: str) -> dict[str, str]:
+    """``path -> blob id`` of every file at ``commit`` that a number can depend on (:func:`is_code`)."""
+    out = subprocess.run(
+        ["git", "ls-tree", "-r", "--full-tree", commit], capture_output=True, text=True, check=True
+    ).stdout
+    files = {}
+    for line in out.splitlines():
+        meta, path = line.split("\t", 1)
+        if is_code(path):
+            files[path] = meta.split()[2]
+    return files
 
 
 def git_rev() -> str:

@@ -5,17 +5,23 @@
 
 The code commit is the last commit that changed anything a number can depend on (``benchmarks.common.git_rev``:
 everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
-command, or one method of the long ones); a finished unit is recorded in ``benchmarks/results/refresh.json``
-with the code commit, so a run stopped by the end of a session (or a kill) continues where it left off, and a new
-code commit starts everything over. The quality benchmark's 50k units run two at a time with one thread each
-(faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the commit
-once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
+command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
+the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the blob of every code file
+it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only its
+script and what that imports). At a later code commit a unit whose key is unchanged would compute from identical
+code, so it stays done; the others run again. A run stopped by the end of a session (or a kill) continues where it
+left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each (faster on
+2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code commit once.
+The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import git_rev, load_json, save_json, write_section  # noqa: E402
+from benchmarks.common import TEACHER_METHOD, code_files, distils, git_rev, load_json, save_json, write_section  # noqa: E402
 from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
@@ -38,6 +44,12 @@ class Unit:
     argv: list[str]
     paired: bool = False  # may run beside another paired unit, one thread each
     env: dict[str, str] = field(default_factory=dict)
+    methods: tuple[str, ...] | None = None  # the methods whose files it reads; None: every method's
+
+
+def method_inputs(m: str) -> tuple[str, ...]:
+    """The methods whose files a unit of ``m`` reads: ``m``, and the teacher it distils."""
+    return (m, TEACHER_METHOD) if distils(m) else (m,)
 
 
 EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
@@ -56,15 +68,25 @@ def units(data_dir: str) -> list[Unit]:
             + ["--methods", m, "--data-dir", data_dir, "--runs-dir", f"{RUNS}/quality"],
             paired=True,
             env={"OMP_NUM_THREADS": "1"},
+            methods=method_inputs(m),
         )
         for m in by_cost
     ]
     out += [
-        Unit(f"parity:{m}", [*py, "benchmarks/parity.py", "--methods", m, "--keep"])
+        Unit(
+            f"parity:{m}",
+            [*py, "benchmarks/parity.py", "--methods", m, "--keep"],
+            paired=True,
+            env={"OMP_NUM_THREADS": "1"},
+            methods=method_inputs(m),
+        )
         for m in methods
         if m not in NO_REFERENCE
     ]
-    out += [Unit(f"mnist_knn:{m}", [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""]) for m in methods]
+    out += [
+        Unit(f"mnist_knn:{m}", [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""], methods=method_inputs(m))
+        for m in methods
+    ]
     out += [
         Unit("label_efficiency", [*py, "benchmarks/label_efficiency.py", "--encoder", f"{RUNS}/bench-simclr"]),
         Unit("knn_faiss_vs_sklearn", [*py, "benchmarks/knn_faiss_vs_sklearn.py", "--encoder", f"{RUNS}/bench-simclr"]),
@@ -73,7 +95,12 @@ def units(data_dir: str) -> list[Unit]:
     ]
     for ds in ("mnist", "cifar"):
         out += [
-            Unit(f"quality:{ds}:{m}", [*py, "benchmarks/quality.py", "--datasets", ds, "--methods", m]) for m in methods
+            Unit(
+                f"quality:{ds}:{m}",
+                [*py, "benchmarks/quality.py", "--datasets", ds, "--methods", m],
+                methods=method_inputs(m),
+            )
+            for m in methods
         ]
     enc = f"{RUNS}/quality/cifar50k-moco"
     cases = [f"mnist={RUNS}/bench-simclr", f"cifar={enc}", f"cifar50k={enc}", f"cifar50k-to-mnist={enc}"]
@@ -86,14 +113,68 @@ def units(data_dir: str) -> list[Unit]:
     return out
 
 
-def load_state(rev: str) -> dict:
-    state = load_json(STATE)
-    if not state or state.get("git") != rev:  # another code commit: start over
-        return {"git": rev, "done": {}}
-    return state
+# The files that belong to one method alone (``{m}``: its name): its module and its recipes.
+METHOD_FILES = ("ssl_transfer/methods/{m}.py", "recipes/{m}_*.yaml", "recipes/protocols/*_{m}_*.yaml")
+_IMPORT = re.compile(r"^\s*from benchmarks(?:\.(\w+))? import \(?([\w, ]*)", re.M)
 
 
-def run(unit_list: list[Unit], state: dict) -> None:
+def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
+    """``script`` and every ``benchmarks/`` module it imports, directly or not (``read(path)``: the text)."""
+    seen: set[str] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path in seen or path not in files:
+            continue
+        seen.add(path)
+        for mod, names in _IMPORT.findall(read(path)):
+            targets = [mod] if mod else [n.strip() for n in names.split(",") if n.strip()]
+            todo += [f"benchmarks/{t}.py" for t in targets]
+    return seen
+
+
+def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str:
+    """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
+    file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
+    methods it does not run, and benchmark scripts its own does not import, are left out."""
+    others = set(methods) - set(unit.methods) if unit.methods is not None else set()
+    owned = [p.format(m=m) for m in others for p in METHOD_FILES]
+    script = unit.argv[1] if len(unit.argv) > 1 else ""
+    bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
+    h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
+    for path, blob in sorted(files.items()):
+        if path.startswith("benchmarks/") and path not in bench:
+            continue
+        if any(fnmatch.fnmatch(path, g) for g in owned):
+            continue
+        h.update(f"{path} {blob}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str, str]:
+    """Each unit's :func:`unit_key` at ``commit``."""
+    files = code_files(commit)
+
+    def read(path: str) -> str:
+        return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
+
+    return {u.name: unit_key(u, files, methods, read) for u in unit_list}
+
+
+def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
+    """The refresh state at code commit ``rev``: the finished units whose inputs are unchanged (their key, or the
+    key at the commit they ran at for entries from before keys, ``keys_then(commit)``, equals ``keys``)."""
+    state = load_json(STATE) or {}
+    done = {}
+    for name, e in state.get("done", {}).items():
+        git = e.get("git", state.get("git"))
+        key = e.get("key") or (keys_then(git).get(name) if keys_then and git else None)
+        if key is not None and key == keys.get(name):
+            done[name] = {**e, "git": git, "key": key}
+    return {"git": rev, "done": done}
+
+
+def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None) -> None:
     """Run the units not done yet, in order; paired units two at a time (the next starts when one ends)."""
     todo = [u for u in unit_list if u.name not in state["done"]]
     running: list[tuple[Unit, subprocess.Popen, float]] = []
@@ -106,7 +187,12 @@ def run(unit_list: list[Unit], state: dict) -> None:
             for _, other, _ in running:
                 other.wait()
             raise SystemExit(f"refresh: {u.name} failed (exit {code}); fix it and run refresh.py again")
-        state["done"][u.name] = {"seconds": round(time.perf_counter() - t0), "finished": time.strftime("%F %T")}
+        state["done"][u.name] = {
+            "seconds": round(time.perf_counter() - t0),
+            "finished": time.strftime("%F %T"),
+            "git": state["git"],
+            "key": (keys or {}).get(u.name),
+        }
         save_json(STATE, state)
 
     while todo or running:
@@ -127,8 +213,9 @@ def stamp(rev: str) -> None:
     """Name the code commit once, under RESULTS.md's title."""
     write_section(
         "refresh",
-        f"Every table below except the GPU protocol's comes from code commit **{rev}** "
-        "(`python benchmarks/refresh.py`; a table's git names that code commit).",
+        f"Every table below except the GPU protocol's comes from the code of commit **{rev}** "
+        "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was identical to "
+        f"{rev}'s (a table's git names the commit it ran at; `benchmarks/results/refresh.json` has each unit's).",
         first=True,
     )
 
@@ -141,18 +228,32 @@ def main() -> None:
     ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
     args = ap.parse_args()
     rev = git_rev()
-    state = load_state(rev)
     unit_list = units(args.data_dir)
+    methods = METHODS.names()
+    then: dict[str, dict[str, str]] = {}
+
+    def keys_then(commit: str) -> dict[str, str]:  # for entries written before keys: their inputs back then
+        if commit not in then:
+            try:
+                then[commit] = keys_at(commit, unit_list, methods)
+            except subprocess.CalledProcessError:  # a commit this clone does not have
+                then[commit] = {}
+        return then[commit]
+
+    keys = keys_at("HEAD", unit_list, methods)
+    state = load_state(rev, keys, keys_then)
     left = [u.name for u in unit_list if u.name not in state["done"]]
     if args.status:
         print(f"code commit {rev}: {len(unit_list) - len(left)} of {len(unit_list)} units done")
+        for name, e in state["done"].items():
+            print(f"  done: {name} (at {e['git']})")
         for name in left:
             print(f"  left: {name}")
         return
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
-    run(unit_list, state)
+    run(unit_list, state, keys)
     stamp(rev)
     print(f"refresh: every unit done at code commit {rev}")
 

@@ -42,25 +42,111 @@ def test_paired_units_overlap_and_others_run_alone(tmp_path, monkeypatch):
     assert t[("start", "p1")] >= t[("end", "a")] and t[("start", "b")] >= max(t[("end", "p1")], t[("end", "p2")])
 
 
-def test_done_units_are_skipped_and_a_new_code_commit_starts_over(tmp_path, monkeypatch):
+def test_done_units_are_skipped_and_units_whose_inputs_changed_run_again(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
-    state = refresh.load_state("abc1234")
-    refresh.run([_unit("a", log)], state)
-    state = refresh.load_state("abc1234")
-    assert set(state["done"]) == {"a"}
-    refresh.run([_unit("a", log), _unit("b", log)], state)
+    keys = {"a": "k1", "b": "k2"}
+    state = refresh.load_state("abc1234", keys)
+    refresh.run([_unit("a", log)], state, keys)
+    state = refresh.load_state("abc1234", keys)
+    assert set(state["done"]) == {"a"} and state["done"]["a"]["key"] == "k1"
+    refresh.run([_unit("a", log), _unit("b", log)], state, keys)
     assert [n for k, n, _ in _events(log) if k == "start"] == ["a", "b"]
-    assert refresh.load_state("def5678")["done"] == {}
+    later = refresh.load_state("def5678", {"a": "k1", "b": "changed"})  # a new commit that changed b's inputs only
+    assert set(later["done"]) == {"a"} and later["done"]["a"]["git"] == "abc1234"
+
+
+def test_entries_from_before_keys_are_judged_by_their_inputs_at_their_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    refresh.save_json(refresh.STATE, {"git": "old1234", "done": {"a": {"seconds": 1}, "b": {"seconds": 2}}})
+    then = {"old1234": {"a": "same", "b": "other"}}
+    state = refresh.load_state("new5678", {"a": "same", "b": "now"}, then.__getitem__)
+    assert set(state["done"]) == {"a"} and state["done"]["a"] == {"seconds": 1, "git": "old1234", "key": "same"}
+
+
+def _key(unit: refresh.Unit, files: dict[str, str], texts: dict[str, str]) -> str:
+    return refresh.unit_key(unit, files, ["simclr", "moco", "mocov3"], lambda p: texts.get(p, ""))
+
+
+def test_a_units_key_follows_exactly_the_files_it_reads():
+    files = {
+        "ssl_transfer/train.py": "t0",
+        "ssl_transfer/methods/moco.py": "m0",
+        "ssl_transfer/methods/mocov3.py": "v0",
+        "recipes/moco_cifar10.yaml": "r0",
+        "recipes/mocov3_cifar10.yaml": "s0",
+        "recipes/protocols/cifar10_mocov3_resnet18.yaml": "p0",
+        "benchmarks/quality.py": "q0",
+        "benchmarks/common.py": "c0",
+        "benchmarks/parity.py": "y0",
+    }
+    texts = {"benchmarks/quality.py": "from benchmarks.common import (\n    git_rev,\n)\n"}
+    moco = refresh.Unit("quality:cifar:moco", ["py", "benchmarks/quality.py", "--methods", "moco"], methods=("moco",))
+    every = refresh.Unit("throughput", ["py", "benchmarks/quality.py"])
+    base = {u.name: _key(u, files, texts) for u in (moco, every)}
+
+    def changed(path: str) -> dict[str, bool]:
+        f = {**files, path: "new"}
+        return {u.name: _key(u, f, texts) != base[u.name] for u in (moco, every)}
+
+    assert changed("ssl_transfer/methods/mocov3.py") == {"quality:cifar:moco": False, "throughput": True}
+    assert changed("recipes/protocols/cifar10_mocov3_resnet18.yaml") == {
+        "quality:cifar:moco": False,
+        "throughput": True,
+    }
+    assert changed("recipes/mocov3_cifar10.yaml")["quality:cifar:moco"] is False
+    assert changed("ssl_transfer/methods/moco.py")["quality:cifar:moco"] is True
+    assert changed("recipes/moco_cifar10.yaml")["quality:cifar:moco"] is True
+    assert changed("ssl_transfer/train.py")["quality:cifar:moco"] is True
+    assert changed("benchmarks/common.py")["quality:cifar:moco"] is True  # imported by the unit's script
+    assert changed("benchmarks/parity.py") == {"quality:cifar:moco": False, "throughput": False}  # not imported
+    other_args = refresh.Unit(moco.name, [*moco.argv, "--epochs", "3"], methods=("moco",))
+    assert _key(other_args, files, texts) != base[moco.name]
+
+
+def test_keys_at_a_commit_read_the_git_tree(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*a: str) -> None:
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "ssl_transfer" / "methods").mkdir(parents=True)
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "ssl_transfer" / "methods" / "moco.py").write_text("a = 1\n")
+    (tmp_path / "ssl_transfer" / "methods" / "simclr.py").write_text("b = 1\n")
+    (tmp_path / "benchmarks" / "mnist_knn.py").write_text("from benchmarks import common\n")
+    (tmp_path / "benchmarks" / "common.py").write_text("c = 1\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    units = [
+        refresh.Unit("mnist_knn:moco", ["py", "benchmarks/mnist_knn.py"], methods=("moco",)),
+        refresh.Unit("mnist_knn:simclr", ["py", "benchmarks/mnist_knn.py"], methods=("simclr",)),
+    ]
+    monkeypatch.chdir(tmp_path)
+    one = refresh.keys_at("HEAD", units, ["moco", "simclr"])
+    (tmp_path / "ssl_transfer" / "methods" / "simclr.py").write_text("b = 2\n")
+    (tmp_path / "README.md").write_text("prose\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")
+    two = refresh.keys_at("HEAD", units, ["moco", "simclr"])
+    assert one["mnist_knn:moco"] == two["mnist_knn:moco"] and one["mnist_knn:simclr"] != two["mnist_knn:simclr"]
+    (tmp_path / "benchmarks" / "common.py").write_text("c = 2\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "three")
+    three = refresh.keys_at("HEAD", units, ["moco", "simclr"])
+    assert three["mnist_knn:moco"] != two["mnist_knn:moco"]  # through `from benchmarks import common`
 
 
 def test_a_failing_unit_stops_the_refresh_and_names_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
-    state = refresh.load_state("abc1234")
+    keys = {"ok": "k1", "broken": "k2", "after": "k3"}
+    state = refresh.load_state("abc1234", keys)
     with pytest.raises(SystemExit, match="broken failed"):
-        refresh.run([_unit("ok", log), _unit("broken", log, code=3), _unit("after", log)], state)
-    assert set(refresh.load_state("abc1234")["done"]) == {"ok"}
+        refresh.run([_unit("ok", log), _unit("broken", log, code=3), _unit("after", log)], state, keys)
+    assert set(refresh.load_state("abc1234", keys)["done"]) == {"ok"}
     assert "after" not in log.read_text()
 
 

@@ -3,6 +3,8 @@ the shared CIFAR-10 subset (their torchvision source swapped for the npz), on a 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ssl_transfer.methods import METHODS
@@ -39,6 +41,9 @@ def test_mnist_recipe_trains_one_epoch(name, quiet, request):
     losses = [r["train/loss_step"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/loss_step" in r]
     assert len(losses) == 4 and all(abs(v) < 1e6 for v in losses)
     assert (res.run_dir / "encoder.safetensors").is_file()
+    # the exported encoder is built as the recipe asks (MAE's recipes pool the patch tokens: global_pool avg)
+    meta = json.loads((res.run_dir / "encoder.json").read_text())
+    assert meta["backbone"]["kwargs"] == load_recipe(name).backbone.kwargs
 
 
 @needs_shared

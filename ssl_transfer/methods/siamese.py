@@ -1,7 +1,8 @@
 """Siamese networks with margin losses: ``siamese`` (pairs, Hadsell et al. 2006) and ``triplet``
 (Schroff et al. 2015; batch-hard mining from Hermans et al. 2017).
 
-One shared-weight encoder + projection embeds every image onto the unit sphere. A positive pair is two
+One shared-weight encoder + projection embeds every image; the losses put the embeddings on the unit sphere
+themselves, in float32 (a bf16 unit vector moves distances near the margin by ~1e-2). A positive pair is two
 augmentations of one image; negatives are the other images of the batch, gathered across DDP ranks with
 gradients (lightly.utils.dist.gather).
 """
@@ -38,8 +39,10 @@ def unit_distance(a: Tensor, b: Tensor) -> Tensor:
 def margin_contrastive_loss(z0: Tensor, z1: Tensor, margin: float) -> Tensor:
     """Hadsell et al.: 1/2 d^2 for positives (z0[i], z1[i]); 1/2 max(0, margin - d)^2 for negatives (z0[i], z1[j!=i]).
 
-    z0, z1: (B, D) unit vectors. Each term is averaged over its pairs, so positives and negatives weigh alike.
+    z0, z1: (B, D) projections, L2-normalised here. Each term is averaged over its pairs, so positives and negatives
+    weigh alike.
     """
+    z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
     pos = (z0 - z1).pow(2).sum(dim=1)
     all_z1, neg_mask = global_negatives(z1)
     neg = unit_distance(z0, all_z1)[neg_mask]
@@ -49,8 +52,10 @@ def margin_contrastive_loss(z0: Tensor, z1: Tensor, margin: float) -> Tensor:
 def triplet_loss(z0: Tensor, z1: Tensor, margin: float, mining: str) -> Tensor:
     """max(0, d(a, p) - d(a, n) + margin) with anchors z0, positives z1 and negatives among the other z1.
 
-    ``mining``: ``hard`` takes the closest negative of each anchor, ``random`` a uniformly drawn one.
+    z0, z1: (B, D) projections, L2-normalised here. ``mining``: ``hard`` takes the closest negative of each anchor,
+    ``random`` a uniformly drawn one.
     """
+    z0, z1 = F.normalize(z0, dim=1), F.normalize(z1, dim=1)
     all_z1, neg_mask = global_negatives(z1)
     d = unit_distance(z0, all_z1)
     if mining == "hard":
@@ -87,8 +92,9 @@ class _SiameseBase(PretextMethod):
         self.projection_head = SimCLRProjectionHead(encoder.embed_dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
 
     def embed_pair(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Two views (B, C, H, W) -> unit embeddings (B, proj_out_dim) each, through the shared network."""
-        z0, z1 = self.forward_views(lambda x: F.normalize(self.projection_head(self.encoder(x)), dim=1), views)
+        """Two views (B, C, H, W) -> projections (B, proj_out_dim) each, through the shared network; the losses
+        normalise them (in float32)."""
+        z0, z1 = self.forward_views(lambda x: self.projection_head(self.encoder(x)), views)
         return z0, z1
 
 

@@ -136,19 +136,42 @@ def test_vicreg_criterion():
 
 
 def test_margin_contrastive_loss():
-    z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in z_pair())
-    assert float(margin_contrastive_loss(z0, z1, 1.2)) == pytest.approx(
+    p0, p1 = z_pair()  # projections: the loss normalises them
+    z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in (p0, p1))
+    assert float(margin_contrastive_loss(p0, p1, 1.2)) == pytest.approx(
         float(ref.margin_contrastive(z0, z1, 1.2)), rel=1e-5
     )
 
 
 def test_triplet_loss_batch_hard_and_random():
-    z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in z_pair())
-    assert float(triplet_loss(z0, z1, 0.5, "hard")) == pytest.approx(
+    p0, p1 = z_pair()
+    z0, z1 = (torch.nn.functional.normalize(z, dim=1) for z in (p0, p1))
+    assert float(triplet_loss(p0, p1, 0.5, "hard")) == pytest.approx(
         float(ref.triplet_batch_hard(z0, z1, 0.5)), rel=1e-5
     )
     # random mining never picks the positive and is bounded by the hardest choice
-    assert 0 <= float(triplet_loss(z0, z1, 0.5, "random")) <= float(triplet_loss(z0, z1, 0.5, "hard")) + 1e-6
+    assert 0 <= float(triplet_loss(p0, p1, 0.5, "random")) <= float(triplet_loss(p0, p1, 0.5, "hard")) + 1e-6
+
+
+@pytest.mark.parametrize("cfg", [SiameseConfig(), TripletConfig()], ids=["siamese", "triplet"])
+def test_margin_losses_normalise_in_float32_under_bf16_autocast(cfg):
+    """The projections leave the head in bf16; normalising them in bf16 moved the loss by ~1e-3 (distances near the
+    margin by ~1e-2). The step's loss must be the float32 loss of the head's own outputs."""
+    torch.manual_seed(0)
+    m = build_method(cfg, Identity(16), (16, 1, 1)).eval()  # eval: BatchNorm gives the same outputs twice
+    x0, x1 = torch.randn(32, 16, 1, 1), torch.randn(32, 16, 1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p0, p1 = m.projection_head(m.encoder(x0)), m.projection_head(m.encoder(x1))
+        torch.manual_seed(1)
+        loss = m.training_step([x0, x1])["loss"]
+    assert p0.dtype == torch.bfloat16
+    if cfg.name == "siamese":
+        expected = margin_contrastive_loss(p0.float(), p1.float(), cfg.margin)
+    else:
+        expected = 0.5 * (
+            triplet_loss(p0.float(), p1.float(), 0.5, "hard") + triplet_loss(p1.float(), p0.float(), 0.5, "hard")
+        )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6, abs=1e-7)
 
 
 def test_vae_kl_matches_monte_carlo_estimate():
