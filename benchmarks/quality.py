@@ -8,14 +8,16 @@ linear-probe accuracy, time per epoch, and (50k) the online monitor's kNN after 
 ``cifar50k`` trains on the 50,000 CIFAR-10 training JPEGs of ``../shared/datasets/cifar10_train_jpeg.tar.gz``
 (extracted once to ``--data-dir``, decoded once into memory) and evaluates on the exact 1,000 test images of
 ``cifar10_subset.npz``, with each method's bundled ``recipes/<method>_cifar10.yaml`` at its own settings and
-``cnn_small``; only the epoch budget is set (``--epochs-cifar50k``). Two-view methods should reach 60% kNN.
+``cnn_small`` (a method that needs a ViT, MAE: the recipe's ViT with 4 blocks); only the epoch budget is set
+(``--epochs-cifar50k``). Two-view methods should reach 60% kNN.
 
 Each method runs its bundled recipe (``recipes/<method>_mnist.yaml``, ``recipes/<method>_cifar10.yaml`` pointed
 at ``../shared/datasets/cifar10_subset.npz``) with only the budget changed (``--epochs-*``, warm-up 1 epoch on
-MNIST and 2 on CIFAR; CIFAR uses ``cnn_small`` instead of the recipe's ``cnn_base``), default trainer settings
+MNIST and 2 on CIFAR; CIFAR uses ``cnn_small`` instead of the recipe's ``cnn_base``, or for a method that needs a
+ViT the recipe's ViT with 4 blocks instead of 12), default trainer settings
 (precision auto, channels_last), then the shared evaluator on the dataset's test split: FAISS kNN (cosine,
 k=20, T=0.07) and a linear probe on frozen, standardised features (L-BFGS logistic regression, its L2 penalty
-chosen on a 20% validation split). A randomly initialised encoder of the same architecture is the reference row.
+chosen on a 20% validation split). A randomly initialised encoder of each architecture used is a reference row.
 Seconds per epoch is the median of the run's epochs (``train/epoch_time_s``; the first includes warm-up).
 """
 
@@ -74,7 +76,6 @@ DATASETS = {
         (
             "data.source=npz",
             "data.path=../shared/datasets/cifar10_subset.npz",
-            "backbone.name=cnn_small",
             "optim.warmup_epochs=2",
         ),
     ),
@@ -88,13 +89,29 @@ def scores(result: dict) -> dict:
 
 def dataset(name: str, data_dir: Path) -> Dataset:
     if name == "cifar50k":  # the recipe's own warm-up (a fraction of the run) and settings; only the budget is set
-        return Dataset("cifar50k", "cifar10", (*cifar10_overrides(data_dir), "backbone.name=cnn_small"))
+        return Dataset("cifar50k", "cifar10", tuple(cifar10_overrides(data_dir)))
     return DATASETS[name]
+
+
+def small_backbone(ds: Dataset, method: str) -> list[str]:
+    """The CPU-sized backbone of a CIFAR run: ``cnn_small`` for the recipes' ``cnn_base``; for a method that
+    needs a ViT (MAE), the recipe's ViT with 4 blocks (as the MNIST recipes and the parity benchmark). MNIST
+    recipes are small already."""
+    if ds.name == "mnist":
+        return []
+    return ["backbone.kwargs.depth=4"] if METHODS.get(method).needs_vit else ["backbone.name=cnn_small"]
+
+
+def backbone_label(recipe) -> str:
+    """``cnn_small``, or ``vit_tiny_patch16_224 (patch_size 4, global_pool avg, depth 4)``: a reference row's key."""
+    kw = ", ".join(f"{k} {v}" for k, v in recipe.backbone.kwargs.items())
+    return f"{recipe.backbone.name} ({kw})" if kw else recipe.backbone.name
 
 
 def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) -> dict:
     overrides = [
         *ds.overrides,
+        *small_backbone(ds, method),
         f"trainer.max_epochs={epochs}",
         f"output_dir={out_dir}",
         f"name={ds.name}-{method}",
@@ -119,7 +136,7 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
     ]
     return {
         "method": method,
-        "backbone": recipe.backbone.name,
+        "backbone": backbone_label(recipe),
         "augment": recipe.augment.preset,
         "epochs": epochs,
         "batch_size": recipe.data.batch_size,
@@ -135,29 +152,45 @@ def run_method(ds: Dataset, method: str, epochs: int, out_dir: Path, seed: int) 
     }
 
 
-def random_init(ds: Dataset, seed: int) -> dict:
-    recipe = load_recipe(
-        f"simclr_{ds.recipe_suffix}",
-        [*ds.overrides, "backbone.name=cnn_small"] if ds.name != "mnist" else list(ds.overrides),
-    )
+def random_init(ds: Dataset, method: str, seed: int) -> dict:
+    """kNN and linear probe of a randomly initialised encoder: the backbone ``method`` runs with on ``ds``."""
+    recipe = load_recipe(f"{method}_{ds.recipe_suffix}", [*ds.overrides, *small_backbone(ds, method)])
     torch.manual_seed(seed)
-    enc = build_backbone(recipe.backbone.name, build_data(recipe.data).input_shape)
+    enc = build_backbone(recipe.backbone.name, build_data(recipe.data).input_shape, kwargs=recipe.backbone.kwargs)
+    label = backbone_label(recipe)
     return {
-        "method": f"random-init {recipe.backbone.name} (reference)",
-        "backbone": recipe.backbone.name,
+        "method": f"random-init {label} (reference)",
+        "backbone": label,
         **scores(evaluate(enc, recipe.data, protocols=["knn", "linear"], seeds=[seed])),
     }
+
+
+def backbones_of(d: dict, methods: list[str]) -> dict[str, str]:
+    """backbone label -> one of ``methods`` (as stored in a dataset's entry ``d``) that ran with it."""
+    out: dict[str, str] = {}
+    for m in methods:
+        if m in d["methods"]:
+            out.setdefault(d["methods"][m]["backbone"], m)
+    return out
+
+
+def set_reference(d: dict, ref: dict) -> None:
+    """Store a random-init row under its backbone (and drop the single row older stores kept)."""
+    d.pop("reference", None)
+    d.setdefault("references", {})[ref["backbone"]] = ref
 
 
 def render(store: dict, command: str) -> None:
     parts = []
     for name, d in store["datasets"].items():
         rows = []
-        for m in [*METHODS.names(), "reference"]:
-            r = d["methods"].get(m) if m != "reference" else d.get("reference")
+        refs = list(d.get("references", {}).values()) or ([d["reference"]] if "reference" in d else [])
+        main = statistics.mode(r["backbone"] for r in d["methods"].values())  # the backbone most rows share
+        for m in [*METHODS.names(), *range(len(refs))]:
+            r = d["methods"].get(m) if isinstance(m, str) else refs[m]
             if r is None:
                 continue
-            if m == "reference":
+            if not isinstance(m, str):
                 rows.append(
                     [r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"]
                 )
@@ -165,7 +198,7 @@ def render(store: dict, command: str) -> None:
                 curve = " ".join(f"{100 * c['knn_top1']:.0f}" for c in r.get("monitor", []))
                 rows.append(
                     [
-                        m,
+                        m if r["backbone"] == main else f"{m} ({r['backbone']})",
                         r["augment"],
                         str(r["epochs"]),
                         f"{r['epoch_seconds']:.1f}",
@@ -191,7 +224,7 @@ def render(store: dict, command: str) -> None:
         )
         revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
         heading = (
-            f"### {name}: {first['backbone']}, {first['train_images']:,} training / {first['test_images']:,} test "
+            f"### {name}: {main}, {first['train_images']:,} training / {first['test_images']:,} test "
             f"images, batch {first['batch_size']}, precision {first['precision']} (git {', '.join(revs)})"
         )
         parts.append(f"""{heading}
@@ -202,7 +235,8 @@ def render(store: dict, command: str) -> None:
 
 On {store["machine"]}, seed {store["seed"]}; each dataset's rows name the commit that produced them. Bundled recipes
 with only the budget changed (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset
-`recipes/<method>_cifar10.yaml` on `../shared/datasets/cifar10_subset.npz` with `cnn_small`; cifar50k: the 50,000
+`recipes/<method>_cifar10.yaml` on `../shared/datasets/cifar10_subset.npz` with `cnn_small` (MAE: its ViT with 4
+blocks, against a random ViT of its own); cifar50k: the 50,000
 training JPEGs, decoded once into memory, tested on the subset's exact 1,000 test images, recipes at their own
 warm-up); default trainer settings.
 The last column is the online monitor's two-fold kNN within 1,000 held-out images (before training, then each
@@ -278,10 +312,11 @@ def main() -> None:
                     f"{r['epoch_seconds']:.1f} s/epoch  {r['images_per_s']:.0f} img/s",
                     flush=True,
                 )
-            stored = json.loads(STORE.read_text())["datasets"][name].get("reference", {})
-            if stored.get("git") != rev or args.reference:
-                ref = {**random_init(ds, args.seed), "git": rev}
-                update_store(name, lambda d, ref=ref: d.__setitem__("reference", ref), seed=args.seed)
+            stored = json.loads(STORE.read_text())["datasets"][name]
+            for label, m in backbones_of(stored, methods).items():  # one random-init row per backbone used
+                if stored.get("references", {}).get(label, {}).get("git") != rev or args.reference:
+                    ref = {**random_init(ds, m, args.seed), "git": rev}
+                    update_store(name, lambda d, ref=ref: set_reference(d, ref), seed=args.seed)
     if not args.no_render:
         render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))
         print_section("quality")
