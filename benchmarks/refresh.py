@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import hashlib
 import os
 import re
@@ -155,6 +156,7 @@ def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str,
     """Each unit's :func:`unit_key` at ``commit``."""
     files = code_files(commit)
 
+    @functools.cache  # every unit of one script reads the same few files
     def read(path: str) -> str:
         return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
 
