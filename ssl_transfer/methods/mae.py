@@ -7,7 +7,8 @@ lightly's MAE example. Targets are the normalised input patches, optionally norm
 (``norm_pix_loss``, the paper's best setting). The exported encoder is the plain timm ViT (all patches, no mask, no
 decoder) with its own pooling: timm's default is the class token; the bundled recipes set
 ``backbone.kwargs.global_pool: avg`` (the mean of the patch tokens), because the class token has no target of its
-own and stayed at a random ViT's kNN on the CIFAR-10 subset where the mean learned. Departures for small images: decoder 128 wide and 2 blocks deep (paper 512 x 8).
+own and stayed at a random ViT's kNN on the CIFAR-10 subset where the mean learned. Departures for small images:
+decoder 128 wide and 2 blocks deep (paper 512 x 8).
 """
 
 from __future__ import annotations
