@@ -77,3 +77,33 @@ def test_each_row_is_judged_against_its_own_backbones_random_encoder(monkeypatch
     assert "+11.0 |" in lines["simclr"] and "not clear" not in lines["simclr"]
     assert "-4.0 (not clear)" in lines["mae"]
     assert "`vit_tiny_patch16_224` 45.00%" in written["parity"] and "`cnn_small` 30.00%" in written["parity"]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_reference_and_ours_train_the_same_parameters(name):
+    """Each spec configures our method as its reference: the same trainable tensors (shapes), so a spec that drifts
+    from its reference (head widths, BatchNorm, a predictor) fails here before a 3-seed run is spent on it."""
+    import types
+
+    from ssl_transfer.backbones import build_backbone
+    from ssl_transfer.methods import build_method
+    from ssl_transfer.recipe import load_recipe
+
+    spec, shape, mean, std = SPECS[name], (3, 32, 32), [0.5] * 3, [0.25] * 3
+    kwargs = dict(spec.backbone[1])
+    data = types.SimpleNamespace(input_shape=shape, mean=mean, std=std)
+    ref = spec.reference(build_backbone(spec.backbone[0], shape, kwargs=kwargs), data)
+    recipe = {
+        "data": {"source": "npz", "path": "unused.npz"},
+        "backbone": {"name": spec.backbone[0], "kwargs": kwargs},
+        "method": {"name": name, **spec.method},
+        "augment": spec.augment,
+    }
+    ours = build_method(
+        load_recipe(recipe).method, build_backbone(spec.backbone[0], shape, kwargs=kwargs), shape, mean, std
+    )
+
+    def shapes(m: torch.nn.Module) -> list[tuple[int, ...]]:
+        return sorted(tuple(p.shape) for p in m.parameters() if p.requires_grad)
+
+    assert shapes(ours) == shapes(ref)
