@@ -246,7 +246,9 @@ def main() -> None:
     state = load_state(rev, keys, keys_then)
     left = [u.name for u in unit_list if u.name not in state["done"]]
     if args.status:
-        print(f"code commit {rev}: {len(unit_list) - len(left)} of {len(unit_list)} units done")
+        done = len(unit_list) - len(left)
+        # the data dir is part of the 50k units' command lines, so of their keys: say which one was assumed
+        print(f"code commit {rev}: {done} of {len(unit_list)} units done (with --data-dir {args.data_dir})")
         for name, e in state["done"].items():
             print(f"  done: {name} (at {e['git']})")
         for name in left:
