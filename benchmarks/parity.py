@@ -702,10 +702,9 @@ def run_reference(name: str, spec: Spec, data: Any, epochs: int, batch: int, see
     return model.export() if isinstance(model, VAERef) else model.backbone
 
 
-def run_ours(
-    name: str, spec: Spec, epochs: int, batch: int, seed: int, o: dict, out_dir: Path
-) -> tuple[nn.Module, str]:
-    recipe = load_recipe(
+def our_recipe(name: str, spec: Spec, epochs: int, batch: int, seed: int, o: dict, out_dir: Path) -> Any:
+    """The recipe our side of the comparison runs: ``spec``'s backbone, method and augmentation on the subset."""
+    return load_recipe(
         {
             "name": f"{name}-{seed}",
             "output_dir": str(out_dir),
@@ -720,7 +719,12 @@ def run_ours(
             "monitor": {"enabled": False},
         }
     )
-    res = pretrain(recipe, overwrite=True)
+
+
+def run_ours(
+    name: str, spec: Spec, epochs: int, batch: int, seed: int, o: dict, out_dir: Path
+) -> tuple[nn.Module, str]:
+    res = pretrain(our_recipe(name, spec, epochs, batch, seed, o, out_dir), overwrite=True)
     return load_encoder(res.run_dir), str(res.precision)
 
 

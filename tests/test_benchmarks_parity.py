@@ -80,28 +80,22 @@ def test_each_row_is_judged_against_its_own_backbones_random_encoder(monkeypatch
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_reference_and_ours_train_the_same_parameters(name):
-    """Each spec configures our method as its reference: the same trainable tensors (shapes), so a spec that drifts
-    from its reference (head widths, BatchNorm, a predictor) fails here before a 3-seed run is spent on it."""
+def test_reference_and_ours_train_the_same_parameters(name, tmp_path):
+    """Each spec configures our method (the recipe ``run_ours`` trains) as its reference: the same trainable tensors
+    (shapes), so a spec that drifts from its reference (head widths, BatchNorm, a predictor) fails here before a
+    3-seed run is spent on it."""
     import types
 
+    from benchmarks.parity import our_recipe
     from ssl_transfer.backbones import build_backbone
     from ssl_transfer.methods import build_method
-    from ssl_transfer.recipe import load_recipe
 
     spec, shape, mean, std = SPECS[name], (3, 32, 32), [0.5] * 3, [0.25] * 3
     kwargs = dict(spec.backbone[1])
     data = types.SimpleNamespace(input_shape=shape, mean=mean, std=std)
     ref = spec.reference(build_backbone(spec.backbone[0], shape, kwargs=kwargs), data)
-    recipe = {
-        "data": {"source": "npz", "path": "unused.npz"},
-        "backbone": {"name": spec.backbone[0], "kwargs": kwargs},
-        "method": {"name": name, **spec.method},
-        "augment": spec.augment,
-    }
-    ours = build_method(
-        load_recipe(recipe).method, build_backbone(spec.backbone[0], shape, kwargs=kwargs), shape, mean, std
-    )
+    cfg = our_recipe(name, spec, 1, 64, 0, spec.optim or sgd_setting("benchmark", 64), tmp_path).method
+    ours = build_method(cfg, build_backbone(spec.backbone[0], shape, kwargs=kwargs), shape, mean, std)
 
     def shapes(m: torch.nn.Module) -> list[tuple[int, ...]]:
         return sorted(tuple(p.shape) for p in m.parameters() if p.requires_grad)
