@@ -114,9 +114,16 @@ def units(data_dir: str) -> list[Unit]:
     return out
 
 
-# The files that belong to one method alone (``{m}``: its name): its module and its recipes.
+# The files that belong to one method alone (``{m}``: its name): the module named after it and its recipes. A
+# module that defines several methods (``siamese.py``: siamese and triplet) stays in the keys of each of them; one
+# named after none (``autoencoder.py``) is in every unit's key.
 METHOD_FILES = ("ssl_transfer/methods/{m}.py", "recipes/{m}_*.yaml", "recipes/protocols/*_{m}_*.yaml")
 _IMPORT = re.compile(r"^\s*from benchmarks(?:\.(\w+))? import \(?([\w, ]*)", re.M)
+
+
+def defining_module(m: str) -> str:
+    """The path of the module that defines method ``m`` (``triplet``: ``ssl_transfer/methods/siamese.py``)."""
+    return METHODS.get(m).__module__.replace(".", "/") + ".py"
 
 
 def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
@@ -139,7 +146,8 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
     methods it does not run, and benchmark scripts its own does not import, are left out."""
     others = set(methods) - set(unit.methods) if unit.methods is not None else set()
-    owned = [p.format(m=m) for m in others for p in METHOD_FILES]
+    own = {defining_module(m) for m in unit.methods or ()}
+    owned = [p.format(m=m) for m in others for p in METHOD_FILES if p.format(m=m) not in own]
     script = unit.argv[1] if len(unit.argv) > 1 else ""
     bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())

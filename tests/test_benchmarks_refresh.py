@@ -104,6 +104,21 @@ def test_a_units_key_follows_exactly_the_files_it_reads():
     assert _key(other_args, files, texts) != base[moco.name]
 
 
+def test_a_module_that_defines_two_methods_is_in_both_methods_keys():
+    """siamese.py defines siamese and triplet: a change there must rerun triplet's units too (it did not)."""
+    files = {"ssl_transfer/methods/siamese.py": "s0", "ssl_transfer/methods/moco.py": "m0"}
+    names = ["siamese", "triplet", "moco"]
+
+    def key(m: str, f: dict[str, str]) -> str:
+        unit = refresh.Unit(f"quality:cifar:{m}", ["py", "benchmarks/quality.py", "--methods", m], methods=(m,))
+        return refresh.unit_key(unit, f, names, lambda p: "")
+
+    changed = {**files, "ssl_transfer/methods/siamese.py": "s1"}
+    assert key("triplet", changed) != key("triplet", files)
+    assert key("siamese", changed) != key("siamese", files)
+    assert key("moco", changed) == key("moco", files)
+
+
 def test_keys_at_a_commit_read_the_git_tree(tmp_path, monkeypatch):
     import subprocess
 
