@@ -94,18 +94,12 @@ class _SiameseBase(PretextMethod):
     def embed_pair(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Two views (B, C, H, W) -> float32 projections (B, proj_out_dim) each, through the shared network.
 
-        The encoder runs at the trainer's precision; the projection head runs in float32 with autocast off, on the
-        encoder's features cast up. With the head in bf16, siamese at its parity budget lost 2-3 kNN points to
+        The encoder runs at the trainer's precision; the projection head runs through ``in_fp32`` (autocast off, on
+        the encoder's features cast up). With the head in bf16, siamese at its parity budget lost 2-3 kNN points to
         the same run in float32 (36.6 / 37.8 vs 38.5 / 38.3 on seeds 0 / 1); with only the head in float32 it
         reached 38.7 / 41.0 at bf16's speed (benchmarks/PROBES.md, stop 33). The head is a small share of a step.
         """
-
-        def embed(x: Tensor) -> Tensor:
-            h = self.encoder(x)
-            with torch.autocast(h.device.type, enabled=False):
-                return self.projection_head(h.float())
-
-        z0, z1 = self.forward_views(embed, views)
+        z0, z1 = self.forward_views(lambda x: in_fp32(self.projection_head, self.encoder(x)), views)
         return z0, z1
 
 
