@@ -147,7 +147,7 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     methods it does not run, and benchmark scripts its own does not import, are left out."""
     others = set(methods) - set(unit.methods) if unit.methods is not None else set()
     own = {defining_module(m) for m in unit.methods or ()}
-    owned = [p.format(m=m) for m in others for p in METHOD_FILES if p.format(m=m) not in own]
+    owned = [p for m in others for p in (g.format(m=m) for g in METHOD_FILES) if p not in own]
     script = unit.argv[1] if len(unit.argv) > 1 else ""
     bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
