@@ -812,7 +812,8 @@ ViT), each method at its row's budget and optimizer on both sides; ours in preci
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
 with SimCLR's transform; ae, dae, vae: a plain loop from the paper. Ours: `ssl_transfer.pretrain` configured the same
-(see `benchmarks/parity.py`). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
+(see `benchmarks/parity.py`). Paired: per seed both sides start from the same backbone weights and see the images in
+the same order (our trainer's sampler). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
 reference clearly beats the random encoder of its row's backbone (its mean - 2 sd above it; "not clear" otherwise).
 Random-init kNN (seed 0): {"; ".join(f"`{b}` {100 * v:.2f}%" for b, v in floors.items())}. The git column is the
 code commit of each row (the last commit that changed anything but tests, prose and results).
