@@ -27,6 +27,11 @@ schedule, heads and loss settings, augmentation parameters; its other settings s
 augmentation, bf16 autocast where the CPU has it, one forward pass per view). A method without a reference here
 fails loudly: add one.
 
+The comparison is paired: for a seed both sides start from the same backbone weights (seeded the same way) and see
+the images in the same order (our trainer's ``GlobalBatchSampler``; the augmentation draws differ). At a fixed
+initialisation the data order alone moved triplet's kNN by 1.5-2 points at its budget here (PROBES.md, stop 34),
+more than the spread of some references over three seeds; a shared order keeps that out of the difference.
+
 Both encoders go through the same FAISS kNN (k=20, T=0.07) on the CIFAR-10 subset's 1,000 test images. A method
 meets parity when its mean is at least the reference's mean minus 2 standard deviations (over seeds).
 """
@@ -76,6 +81,7 @@ from benchmarks.common import (
 from benchmarks.throughput import PilViews, knn_top1  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
+from ssl_transfer.data.sampler import GlobalBatchSampler  # noqa: E402
 from ssl_transfer.export import load_encoder  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 from ssl_transfer.methods.autoencoder import ConvDecoder  # noqa: E402
@@ -638,22 +644,34 @@ NO_REFERENCE = {
 # --------------------------------------------------------------------------- runs
 
 
+class EpochOrder(GlobalBatchSampler):
+    """Our trainer's batch order for a seed (:class:`GlobalBatchSampler`), moving to the next epoch each time it is
+    iterated, as a loop that sets no epochs iterates it."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        super().__init__(n, batch_size, shuffle=True, drop_last=True, seed=seed)
+        self._next_epoch = 0
+
+    def __iter__(self):
+        self.set_epoch(self._next_epoch)
+        self._next_epoch += 1
+        yield from super().__iter__()
+
+
 def reference_loader(spec: Spec, data: Any, batch: int, seed: int) -> torch.utils.data.DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    if spec.transform is None:  # plain normalised tensors, shuffled
+    """The reference's batches, in our trainer's image order for ``seed`` (:class:`EpochOrder`): through the spec's
+    transform, or plain normalised tensors without one."""
+    order = EpochOrder(len(data.train.images), batch, seed)
+    if spec.transform is None:
         m, s = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
         x = (data.train.images.float() / 255.0 - m) / s
-        return torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x, x), batch_size=batch, shuffle=True, drop_last=True, generator=g
-        )
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x), batch_sampler=order)
     return torch.utils.data.DataLoader(
         PilViews(data.train.images, spec.transform(data)),
-        batch_size=batch,
-        shuffle=True,
-        drop_last=True,
+        batch_sampler=order,
         num_workers=2,
         persistent_workers=True,
-        generator=g,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -794,7 +812,8 @@ ViT), each method at its row's budget and optimizer on both sides; ours in preci
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
 with SimCLR's transform; ae, dae, vae: a plain loop from the paper. Ours: `ssl_transfer.pretrain` configured the same
-(see `benchmarks/parity.py`). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
+(see `benchmarks/parity.py`). Paired: per seed both sides start from the same backbone weights and see the images in
+the same order (our trainer's sampler). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
 reference clearly beats the random encoder of its row's backbone (its mean - 2 sd above it; "not clear" otherwise).
 Random-init kNN (seed 0): {"; ".join(f"`{b}` {100 * v:.2f}%" for b, v in floors.items())}. The git column is the
 code commit of each row (the last commit that changed anything but tests, prose and results).

@@ -2,6 +2,7 @@
 
     python benchmarks/refresh.py --data-dir /tmp/cifar          # run what this code commit has not run yet
     python benchmarks/refresh.py --status                       # what is done, what is left
+    python benchmarks/refresh.py --data-dir /tmp/cifar --only "quality:cifar50k:vae,parity:*"  # some units only
 
 The code commit is the last commit that changed anything a number can depend on (``benchmarks.common.git_rev``:
 everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
@@ -194,9 +195,13 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None) 
         code = proc.wait()
         running.remove(entry)
         if code != 0:
-            for _, other, _ in running:
-                other.wait()
+            for other in list(running):  # a partner that still ends well is kept
+                if other[1].wait() == 0:
+                    record(other[0], other[2])
             raise SystemExit(f"refresh: {u.name} failed (exit {code}); fix it and run refresh.py again")
+        record(u, t0)
+
+    def record(u: Unit, t0: float) -> None:
         state["done"][u.name] = {
             "seconds": round(time.perf_counter() - t0),
             "finished": time.strftime("%F %T"),
@@ -219,6 +224,18 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None) 
             time.sleep(0.5)
 
 
+def select(unit_list: list[Unit], only: str) -> list[Unit]:
+    """The units whose names match one of the comma-separated fnmatch patterns of ``only`` (all for "");
+    a pattern that matches no unit is an error naming the units."""
+    patterns = [p.strip() for p in only.split(",") if p.strip()]
+    if not patterns:
+        return unit_list
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(u.name, p) for u in unit_list):
+            raise SystemExit(f"refresh: --only {p!r} matches no unit; units: {', '.join(u.name for u in unit_list)}")
+    return [u for u in unit_list if any(fnmatch.fnmatchcase(u.name, p) for p in patterns)]
+
+
 def stamp(rev: str) -> None:
     """Name the code commit once, under RESULTS.md's title."""
     write_section(
@@ -236,6 +253,12 @@ def main() -> None:
         "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="the 50k CIFAR-10 JPEGs (extracted once)"
     )
     ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated unit-name patterns (fnmatch, e.g. 'quality:cifar50k:vae,parity:*'): run only the "
+        "units left that match, in order (to fit what a session has left)",
+    )
     args = ap.parse_args()
     rev = git_rev()
     unit_list = units(args.data_dir)
@@ -265,7 +288,11 @@ def main() -> None:
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
-    run(unit_list, state, keys)
+    chosen = select(unit_list, args.only)
+    run(chosen, state, keys)
+    if any(u.name not in state["done"] for u in unit_list):
+        print(f"refresh: the units asked for are done; {sum(u.name not in state['done'] for u in unit_list)} left")
+        return
     stamp(rev)
     print(f"refresh: every unit done at code commit {rev}")
 

@@ -101,3 +101,27 @@ def test_reference_and_ours_train_the_same_parameters(name, tmp_path):
         return sorted(tuple(p.shape) for p in m.parameters() if p.requires_grad)
 
     assert shapes(ours) == shapes(ref)
+
+
+@pytest.mark.parametrize("name", ["simclr", "ae"])  # a transform (PIL views), none (plain tensors)
+def test_reference_sees_the_images_in_our_trainers_order(name):
+    """The comparison is paired: per seed, epoch e of the reference loop draws the same batches as our trainer."""
+    from types import SimpleNamespace
+
+    from benchmarks.parity import reference_loader
+    from ssl_transfer.data.datasets import ArrayDataset
+    from ssl_transfer.data.loading import make_train_loader
+
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    data = SimpleNamespace(train=SimpleNamespace(images=images), mean=(0.5,) * 3, std=(0.25,) * 3, image_size=(8, 8))
+    ours = make_train_loader(ArrayDataset(images, torch.zeros(40, dtype=torch.long)), 8, seed=3, num_workers=0)
+    ref = reference_loader(SPECS[name], data, 8, seed=3)
+    for epoch in range(2):
+        ours.batch_sampler.set_epoch(epoch)
+        assert list(ref.batch_sampler) == list(ours.batch_sampler)
+    if SPECS[name].transform is None:  # and the batches hold those images
+        ours.batch_sampler.set_epoch(2)
+        m, s = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1)
+        got = [x for x, _ in ref]
+        want = [(images[i].float() / 255 - m) / s for i in ours.batch_sampler]
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))

@@ -204,3 +204,23 @@ def test_a_units_section_names_the_refresh_command(monkeypatch):
         "python benchmarks/refresh.py --data-dir D (one process per unit; the last here: "
         "python benchmarks/quality.py --methods b)"
     )
+
+
+def test_only_runs_the_matching_units_and_an_unknown_pattern_names_the_units():
+    units = [refresh.Unit(n, ["true"]) for n in ("quality:cifar50k:vae", "parity:simclr", "parity:byol", "throughput")]
+    chosen = refresh.select(units, "parity:*, quality:cifar50k:vae")
+    assert [u.name for u in chosen] == ["quality:cifar50k:vae", "parity:simclr", "parity:byol"]  # the refresh's order
+    assert refresh.select(units, "") == units
+    with pytest.raises(SystemExit, match=r"--only 'parity:dino' matches no unit; units: quality:cifar50k:vae, "):
+        refresh.select(units, "parity:dino")
+
+
+def test_a_partner_that_ends_well_after_the_other_failed_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    keys = {"broken": "k1", "slow": "k2"}
+    state = refresh.load_state("abc1234", keys)
+    units = [_unit("broken", log, 0.2, paired=True, code=3), _unit("slow", log, 2.0, paired=True)]
+    with pytest.raises(SystemExit, match="broken failed"):
+        refresh.run(units, state, keys)
+    assert set(refresh.load_state("abc1234", keys)["done"]) == {"slow"}
