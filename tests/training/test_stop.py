@@ -3,6 +3,7 @@ and ``--resume`` then ends bit-identical to an uninterrupted run (CPU, determini
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -32,6 +33,20 @@ ARGS = [
 STEPS_PER_EPOCH, TOTAL = 44, 132
 
 
+def _logged_step(run_dir: Path) -> int:
+    """The last step metrics.jsonl has a record of (-1 before any; a line being written is skipped)."""
+    steps = [-1]
+    try:
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+            try:
+                steps.append(int(json.loads(line).get("step") or -1))
+            except ValueError:
+                pass
+    except OSError:
+        pass
+    return max(steps)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_with_a_checkpoint_and_exit_status_then_resumes_bit_exact(tmp_path: Path, quiet, sig: int):
@@ -42,9 +57,10 @@ def test_signal_stops_with_a_checkpoint_and_exit_status_then_resumes_bit_exact(t
         [*cmd, "name=stopped"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None and _poll_checkpoint_step(ckpt) < STEPS_PER_EPOCH:
+    # into the second epoch (a step of it logged), where the only checkpoint so far is the first epoch's end; waiting
+    # for the log rather than a fixed time keeps this right on a loaded machine (a 0.5 s sleep once landed on step 44)
+    while time.monotonic() < deadline and proc.poll() is None and _logged_step(ckpt.parents[1]) <= STEPS_PER_EPOCH:
         time.sleep(0.05)
-    time.sleep(0.5)  # into the second epoch: the only checkpoint so far is the first epoch's end
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
 
