@@ -290,8 +290,9 @@ def main() -> None:
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
     chosen = select(unit_list, args.only)
     run(chosen, state, keys)
-    if any(u.name not in state["done"] for u in unit_list):
-        print(f"refresh: the units asked for are done; {sum(u.name not in state['done'] for u in unit_list)} left")
+    still = sum(u.name not in state["done"] for u in unit_list)
+    if still:
+        print(f"refresh: the units asked for are done; {still} left")
         return
     stamp(rev)
     print(f"refresh: every unit done at code commit {rev}")

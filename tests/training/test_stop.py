@@ -3,7 +3,6 @@ and ``--resume`` then ends bit-identical to an uninterrupted run (CPU, determini
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ssl_transfer.training.metrics_log import read_metrics
 from tests.training.test_resume import _final_state, _poll_checkpoint_step, assert_bit_identical
 
 ARGS = [
@@ -34,17 +34,12 @@ STEPS_PER_EPOCH, TOTAL = 44, 132
 
 
 def _logged_step(run_dir: Path) -> int:
-    """The last step metrics.jsonl has a record of (-1 before any; a line being written is skipped)."""
-    steps = [-1]
+    """The last step metrics.jsonl has a record of (-1 before any, or while a line is being written)."""
     try:
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-            try:
-                steps.append(int(json.loads(line).get("step") or -1))
-            except ValueError:
-                pass
-    except OSError:
-        pass
-    return max(steps)
+        records = read_metrics(run_dir / "metrics.jsonl")
+    except ValueError:  # a half-written last line: the next poll reads it whole
+        return -1
+    return max((r["step"] for r in records if r.get("step") is not None), default=-1)
 
 
 @pytest.mark.slow
