@@ -47,7 +47,7 @@ class DistillConfig(ProjectedConfig):
         "embedding); mse: on the raw embeddings",
     )
     queue_size: Annotated[int, Field(gt=0)] = Field(
-        4096,
+        8192,
         description="similarity loss: teacher embeddings kept in the queue, oldest replaced first (LightlyTrain scales "
         "it with the data: 1024 at 4k images, 4096 at 20k, 8192 beyond)",
     )
