@@ -5,7 +5,8 @@ The teacher is any encoder ``load_encoder`` reads (a run dir or an export in any
 model with pretrained weights from the local cache (nothing is downloaded). It sees each view as its own
 preprocessing wants it: the view is mapped back to [0, 1] pixels and through the teacher's ``Preprocess`` (channel
 conversion, resize, its normalisation), always in eval mode and without gradients. The student's features go
-through a projection MLP to the teacher's width. Losses (``loss``):
+through a projection to the teacher's width (``head``: one linear layer as LightlyTrain, or SimCLR's MLP). Losses
+(``loss``):
 
 - ``similarity`` (default; LightlyTrain's distillation v1): each embedding's softmax over its cosine similarities
   to a queue of past teacher embeddings (``queue_size``, ``temperature``); KL divergence from the teacher's to the
@@ -133,9 +134,7 @@ class Distill(PretextMethod):
             cos = in_fp32(lambda p, t: F.cosine_similarity(p, t, dim=1).mean(), pred, target)
             return {"loss": 2 - 2 * cos}
         t = F.normalize(target, dim=1)
-        past = self.queue.bank.detach().clone()  # the update below writes in place
-        if self.training:
-            self.queue(t, update=True)
+        _, past = self.queue(t, update=self.training)  # lightly returns a copy of the queue from before the update
         keys = torch.cat([t, past])
         return {"loss": in_fp32(similarity_kl, pred, t, keys, self.cfg.temperature)}
 
