@@ -75,9 +75,9 @@ from benchmarks.common import (
     markdown_table,
     method_names,
     print_section,
-    save_json,
     write_section,
 )  # noqa: E402
+from benchmarks.stores import update_json  # noqa: E402
 from benchmarks.throughput import PilViews, knn_top1  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
@@ -897,7 +897,6 @@ def main() -> None:
     command = command_line("parity.py", ap, args)
     old = load_store() if args.keep else None
     rev = git_rev()
-    store = {"machine": machine(), "methods": dict(old["methods"]) if old else {}}
     floors: dict[tuple, float] = {}  # backbone spec -> its random-init kNN, computed once per backbone
 
     def floor(backbone: tuple) -> float:
@@ -905,14 +904,25 @@ def main() -> None:
             floors[backbone] = random_init_knn(*backbone, data)
         return floors[backbone]
 
-    store["random_init"] = floor((BACKBONE, ()))
+    shared = {"machine": machine(), "random_init": floor((BACKBONE, ()))}
+
+    def save(name: str, r: dict, **more: Any) -> None:
+        """Write this method's entry (and the store-wide fields) into the store as it is now on disk: another
+        process (a paired refresh unit) may have written other methods' entries since this one started."""
+
+        def change(store: dict) -> None:
+            store.update(shared, **more)
+            store.setdefault("methods", {})[name] = r
+
+        update_json(STORE, change)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in methods:
             spec = SPECS[name]
             st = method_setting(spec, args)
-            r = store["methods"].get(name)
+            r = (old or {}).get("methods", {}).get(name)
             if r is None or r["setting"] != st or r["git"] != rev:  # new setting or code: start over
-                r = store["methods"][name] = {"setting": st, "reference": [], "ours": [], "seeds_done": []}
+                r = {"setting": st, "reference": [], "ours": [], "seeds_done": []}
             else:
                 print(f"parity: {name} keeps seeds {r['seeds_done']} from {STORE}", flush=True)
             r["random_init"] = floor(spec.backbone)  # the row's own backbone (MAE: a ViT)
@@ -924,7 +934,7 @@ def main() -> None:
                 ref = run_reference(name, spec, data, st["epochs"], st["batch"], seed, st["optim"])
                 r["reference"].append(knn_top1(ref, data))
                 t1 = time.perf_counter()
-                enc, store["precision"] = run_ours(name, spec, st["epochs"], st["batch"], seed, st["optim"], Path(tmp))
+                enc, precision = run_ours(name, spec, st["epochs"], st["batch"], seed, st["optim"], Path(tmp))
                 r["ours"].append(knn_top1(enc, data, enc.preprocess))
                 t2 = time.perf_counter()
                 r["ref_seconds_each"] = [*r.get("ref_seconds_each", []), t1 - t0]
@@ -936,9 +946,9 @@ def main() -> None:
                     f"{100 * r['ours'][-1]:.2f}%  ({t1 - t0:.0f} s / {t2 - t1:.0f} s)",
                     flush=True,
                 )
-                save_json(STORE, store)
+                save(name, r, precision=precision)
     if not args.no_render:
-        render(store)
+        render(load_store())  # every method's row, this run's and those other processes wrote
         print_section("parity")
 
 

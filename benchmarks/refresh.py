@@ -185,8 +185,9 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     return {"git": rev, "done": done}
 
 
-def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None) -> None:
-    """Run the units not done yet, in order; paired units two at a time (the next starts when one ends)."""
+def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, jobs: int = 2) -> None:
+    """Run the units not done yet, in order; paired units ``jobs`` at a time (the next starts when one ends;
+    ``jobs=1``: every unit alone, which leaves a core to other work)."""
     todo = [u for u in unit_list if u.name not in state["done"]]
     running: list[tuple[Unit, subprocess.Popen, float]] = []
 
@@ -211,7 +212,7 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None) 
         save_json(STATE, state)
 
     while todo or running:
-        if todo and (not running or (todo[0].paired and len(running) < 2 and running[0][0].paired)):
+        if todo and (not running or (todo[0].paired and len(running) < jobs and running[0][0].paired)):
             u = todo.pop(0)
             print(f"refresh: {u.name}: {' '.join(u.argv[1:])}", flush=True)
             running.append((u, subprocess.Popen(u.argv, env={**os.environ, **u.env}), time.perf_counter()))
@@ -259,6 +260,13 @@ def main() -> None:
         help="comma-separated unit-name patterns (fnmatch, e.g. 'quality:cifar50k:vae,parity:*'): run only the "
         "units left that match, in order (to fit what a session has left)",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="paired units side by side (2, one thread each) or one at a time (1: leaves a core free)",
+    )
     args = ap.parse_args()
     rev = git_rev()
     unit_list = units(args.data_dir)
@@ -289,7 +297,7 @@ def main() -> None:
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
     chosen = select(unit_list, args.only)
-    run(chosen, state, keys)
+    run(chosen, state, keys, jobs=args.jobs)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:
         print(f"refresh: the units asked for are done; {still} left")

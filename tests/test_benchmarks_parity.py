@@ -125,3 +125,47 @@ def test_reference_sees_the_images_in_our_trainers_order(name):
         got = [x for x, _ in ref]
         want = [(images[i].float() / 255 - m) / s for i in ours.batch_sampler]
         assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+
+
+def _entry(git: str) -> dict:
+    return {
+        "setting": {"epochs": 1, "batch": 8, "optim": {"optimizer": "adam"}},
+        "reference": [0.4],
+        "ours": [0.4],
+        "seeds_done": [0],
+        "ref_seconds_each": [1.0],
+        "ours_seconds_each": [1.0],
+        "git": git,
+        "command": "x",
+    }
+
+
+def test_a_run_keeps_the_rows_other_processes_wrote(tmp_path, monkeypatch):
+    """Two parity units run side by side in the refresh: each writes its own method's row and keeps every other
+    row, those in the store when it started and those another process wrote while it ran."""
+    import json
+    from types import SimpleNamespace
+
+    from benchmarks import parity
+    from benchmarks.stores import update_json
+
+    store = tmp_path / "parity.json"
+    store.write_text(json.dumps({"machine": "m", "random_init": 0.3, "methods": {"ae": _entry("old")}}))
+    monkeypatch.setattr(parity, "STORE", store)
+    monkeypatch.setattr(parity, "load_recipe", lambda d: SimpleNamespace(data=None))
+    monkeypatch.setattr(parity, "build_data", lambda cfg: None)
+    monkeypatch.setattr(parity, "random_init_knn", lambda *a: 0.3)
+    monkeypatch.setattr(parity, "run_reference", lambda *a: None)
+    monkeypatch.setattr(parity, "knn_top1", lambda *a: 0.5)
+    monkeypatch.setattr(parity, "git_rev", lambda: "new")
+
+    def ours_while_another_process_writes(*a):
+        update_json(store, lambda s: s["methods"].__setitem__("moco", _entry("new")))
+        return SimpleNamespace(preprocess=None), "bf16-mixed"
+
+    monkeypatch.setattr(parity, "run_ours", ours_while_another_process_writes)
+    monkeypatch.setattr(sys, "argv", ["parity.py", "--methods", "dae", "--seeds", "0", "--no-render"])
+    parity.main()
+    methods = json.loads(store.read_text())["methods"]
+    assert set(methods) == {"ae", "moco", "dae"}
+    assert methods["dae"]["ours"] == [0.5] and methods["dae"]["git"] == "new" and methods["ae"]["git"] == "old"

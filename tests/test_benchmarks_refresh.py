@@ -42,6 +42,15 @@ def test_paired_units_overlap_and_others_run_alone(tmp_path, monkeypatch):
     assert t[("start", "p1")] >= t[("end", "a")] and t[("start", "b")] >= max(t[("end", "p1")], t[("end", "p2")])
 
 
+def test_one_job_runs_paired_units_one_after_the_other(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    units = [_unit("p1", log, 1.0, paired=True), _unit("p2", log, 1.0, paired=True)]
+    refresh.run(units, {"git": "x", "done": {}}, jobs=1)
+    ev = _events(log)
+    assert [(k, n) for k, n, _ in ev] == [("start", "p1"), ("end", "p1"), ("start", "p2"), ("end", "p2")]
+
+
 def test_done_units_are_skipped_and_units_whose_inputs_changed_run_again(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
