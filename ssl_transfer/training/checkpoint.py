@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,13 +40,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             if path.name == LAST and path.is_file():
-                os.replace(path, path.with_name(PREVIOUS))  # keep the last good one until the new one is in place
-            os.replace(tmp, path)
+                _keep_as_previous(path)
+            os.replace(tmp, path)  # path is never absent: readers see the old file or the new one
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
-            stale.unlink(missing_ok=True)
+        for name in (path.name, PREVIOUS):  # temp files left by a process killed mid-save
+            for stale in path.parent.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def load_checkpoint(
         self, path: str | Path, map_location: Callable | None = None, weights_only: bool | None = True
@@ -53,6 +55,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint not found: {path}")
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def _keep_as_previous(last: Path) -> None:
+    """Make ``previous.ckpt`` a second name for ``last`` (a copy where hard links fail), replaced atomically, while
+    ``last`` stays in place until the new checkpoint is renamed over it."""
+    tmp = last.with_name(f".{PREVIOUS}.{os.getpid()}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(last, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, last.with_name(PREVIOUS))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class LastCheckpoint(pl.Callback):

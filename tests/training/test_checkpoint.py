@@ -41,13 +41,20 @@ CHILD = textwrap.dedent(
         ck.os.fsync = die
     elif when == "rename":  # B synced, the rename never happens
         ck.os.replace = die
+    elif when == "rename-over-last":  # B synced, A kept as previous.ckpt, B's rename over last.ckpt never happens
+        real_replace = os.replace
+        def replace_then_die(src, dst):
+            if os.path.basename(dst) == "last.ckpt":
+                die()
+            real_replace(src, dst)
+        ck.os.replace = replace_then_die
     io.save_checkpoint({"name": "B", "w": torch.arange(1000.0) * 2}, path)
     print("not killed")
     """
 )
 
 
-@pytest.mark.parametrize("when", ["write", "fsync", "rename"])
+@pytest.mark.parametrize("when", ["write", "fsync", "rename", "rename-over-last"])
 def test_kill_during_save_leaves_previous_checkpoint_loadable(tmp_path: Path, when: str):
     path = tmp_path / "checkpoints" / "last.ckpt"
     proc = subprocess.run([sys.executable, "-c", CHILD, str(path), when], capture_output=True, text=True, timeout=120)
