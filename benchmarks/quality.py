@@ -45,11 +45,11 @@ from benchmarks.common import (
     markdown_table,
     method_names,
     print_section,
-    save_json,
     teacher_override,
     with_teacher_first,
     write_section,
 )  # noqa: E402
+from benchmarks.stores import update_json  # noqa: E402
 from ssl_transfer.backbones import build_backbone  # noqa: E402
 from ssl_transfer.data import build_data  # noqa: E402
 from ssl_transfer.evaluation.protocol import evaluate  # noqa: E402
@@ -323,17 +323,15 @@ def main() -> None:
 
 
 def update_store(dataset_name: str, change, seed: int) -> None:
-    """Re-read the store, apply ``change`` to the dataset's entry and write it back, under a lock: several
-    processes (e.g. one method each, one thread each) may fill one store side by side."""
-    import fcntl
+    """Apply ``change`` to the dataset's entry of the store, re-read and written back under the store's lock
+    (:func:`benchmarks.stores.update_json`): several processes may fill one store side by side."""
 
-    STORE.parent.mkdir(parents=True, exist_ok=True)
-    with open(STORE.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        store = json.loads(STORE.read_text()) if STORE.exists() else {"datasets": {}}
+    def apply(store: dict) -> None:
+        store.setdefault("datasets", {})
         store.update(machine=machine(), git=git_rev(), seed=seed)
         change(store["datasets"].setdefault(dataset_name, {"methods": {}}))
-        save_json(STORE, store)
+
+    update_json(STORE, apply)
 
 
 if __name__ == "__main__":

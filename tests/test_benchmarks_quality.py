@@ -37,3 +37,24 @@ def test_reference_rows_are_kept_per_backbone():
     quality.set_reference(d, {"backbone": "cnn_small", "knn_top1": 0.33})
     quality.set_reference(d, {"backbone": "vit (depth 4)", "knn_top1": 0.25})
     assert "reference" not in d and set(d["references"]) == {"cnn_small", "vit (depth 4)"}
+
+
+def _add_rows(store_path: str, method: str) -> None:
+    quality.STORE = Path(store_path)
+    for i in range(10):
+        quality.update_store("cifar", lambda d, i=i: d["methods"].__setitem__(method, {"i": i}), seed=0)
+
+
+def test_side_by_side_runs_keep_each_others_rows(tmp_path: Path):
+    """Four processes fill one store at once (as the refresh's paired units do): every method's row survives."""
+    import multiprocessing as mp
+
+    store = tmp_path / "quality.json"
+    procs = [mp.get_context("fork").Process(target=_add_rows, args=(str(store), m)) for m in "abcd"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    rows = quality.json.loads(store.read_text())["datasets"]["cifar"]["methods"]
+    assert rows == {m: {"i": 9} for m in "abcd"}
