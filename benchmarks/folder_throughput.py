@@ -213,22 +213,42 @@ def main() -> None:
     args = ap.parse_args()
     os.chdir(Path(__file__).resolve().parents[1])  # git_rev() names the code commit of this checkout
     work = Path(args.work or tempfile.mkdtemp(prefix="folder_throughput-"))
-    store = load_json(STORE) or {}
-    if store.get("git") != git_rev() or store.get("settings") != _settings(args):
-        store = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}, "cpus": _pin()}
+    store = studies(load_json(STORE))
+    key = study_key(_settings(args))
+    study = store["studies"].get(key, {})
+    if study.get("git") != git_rev():  # a study is measured at one code commit; other settings keep theirs
+        study = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}, "cpus": _pin()}
+    study["command"] = command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))
+    store["studies"][key] = study
     for size in [int(s) for s in args.sizes.split(",")]:
         train, test = make_folder(Path(args.data_dir), work, size, args.n_train)
         for seed in [int(s) for s in args.seeds.split(",")]:
             for side, fn in (("lightly-train", run_lightly_train), ("ours", run_ours)):
-                key = f"{size}/{seed}/{side}"
-                if key in store["runs"]:
+                run_key = f"{size}/{seed}/{side}"
+                if run_key in study["runs"]:
                     continue
                 t0 = time.perf_counter()
-                store["runs"][key] = {**fn(train, test, size, seed, args, work / "runs"), "wall_s": 0.0}
-                store["runs"][key]["wall_s"] = time.perf_counter() - t0
-                print(key, store["runs"][key], flush=True)
+                study["runs"][run_key] = {**fn(train, test, size, seed, args, work / "runs"), "wall_s": 0.0}
+                study["runs"][run_key]["wall_s"] = time.perf_counter() - t0
+                print(run_key, study["runs"][run_key], flush=True)
                 save_json(STORE, store)
-    render(store, ap, args)
+    render(store)
+
+
+def study_key(settings: dict) -> str:
+    """One study per training budget: ``n4000-e10-b64-w2-auto``."""
+    return "n{n_train}-e{epochs}-b{batch_size}-w{workers}-{precision}".format(**settings)
+
+
+def studies(store: dict | None) -> dict:
+    """The store as ``{"studies": {study_key: study}}``; a store written before studies (one study at the top
+    level, no command recorded: it ran at the defaults of its time) becomes its only study."""
+    if not store:
+        return {"studies": {}}
+    if "studies" in store:
+        return store
+    old = {"command": "python benchmarks/folder_throughput.py", **store}
+    return {"studies": {study_key(old["settings"]): old}}
 
 
 def _pin() -> str | None:
@@ -241,67 +261,86 @@ def _settings(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in ("n_train", "epochs", "batch_size", "workers", "precision")}
 
 
-def render(store: dict, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    rows = []
-    sizes = sorted({int(k.split("/")[0]) for k in store["runs"]})
-    worst = None
-    for size in sizes:
+def knn_cell(runs: list[dict]) -> str:
+    """``mean ± sd (mean at random init)`` of the runs' kNN, in %."""
+    knn = [100 * r["knn"] for r in runs]
+    init = [100 * r["knn_init"] for r in runs if "knn_init" in r]
+    out = f"{statistics.mean(knn):.1f} ± {statistics.stdev(knn) if len(knn) > 1 else 0.0:.1f}"
+    return out + (f" ({statistics.mean(init):.1f})" if init else "")
+
+
+def study_rows(study: dict) -> tuple[list[list[str]], float | None]:
+    """One table row per image size of ``study`` (sizes that both sides ran) and its lowest per-seed ratio."""
+    rows, worst = [], None
+    for size in sorted({int(k.split("/")[0]) for k in study["runs"]}):
         per = {
-            side: [v for k, v in store["runs"].items() if k.startswith(f"{size}/") and k.endswith(side)]
+            side: {
+                k.split("/")[1]: v for k, v in study["runs"].items() if k.startswith(f"{size}/") and k.endswith(side)
+            }
             for side in ("lightly-train", "ours")
         }
-        if not per["ours"] or not per["lightly-train"]:
+        seeds = sorted(set(per["ours"]) & set(per["lightly-train"]))
+        if not seeds:
             continue
-        ips = {s: statistics.mean(r["images_per_s"] for r in v) for s, v in per.items()}
-        knn = {s: [100 * r["knn"] for r in v] for s, v in per.items()}
-        init = {s: [100 * r["knn_init"] for r in v if "knn_init" in r] for s, v in per.items()}
-        ratio = ips["ours"] / ips["lightly-train"]
-        worst = ratio if worst is None else min(worst, ratio)
-
-        def ms(x: list[float], at_init: list[float]) -> str:
-            out = f"{statistics.mean(x):.1f} ± {statistics.stdev(x) if len(x) > 1 else 0.0:.1f}"
-            return out + (f" ({statistics.mean(at_init):.1f})" if at_init else "")
+        ips = {s: statistics.mean(per[s][x]["images_per_s"] for x in seeds) for s in per}
+        ratios = [per["ours"][x]["images_per_s"] / per["lightly-train"][x]["images_per_s"] for x in seeds]
+        worst = min(ratios) if worst is None else min(worst, *ratios)
 
         rows.append(
             [
                 f"{size}x{size}",
                 f"{ips['lightly-train']:.1f}",
-                f"{ips['ours']:.1f} ({per['ours'][0]['precision']})",
-                f"**{ratio:.2f}x**",
-                ms(knn["lightly-train"], init["lightly-train"]),
-                ms(knn["ours"], init["ours"]),
-                str(len(per["ours"])),
+                f"{ips['ours']:.1f} ({per['ours'][seeds[0]]['precision']})",
+                f"**{ips['ours'] / ips['lightly-train']:.2f}x** ({min(ratios):.2f}-{max(ratios):.2f})",
+                knn_cell([per["lightly-train"][x] for x in seeds]),
+                knn_cell([per["ours"][x] for x in seeds]),
+                str(len(seeds)),
             ]
         )
-    s = store["settings"]
-    command = command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))
-    table = markdown_table(
-        [
-            "image size",
-            "LightlyTrain img/s",
-            "ours img/s (precision)",
-            "ours / LightlyTrain",
-            "LightlyTrain kNN % (random init)",
-            "ours kNN % (random init)",
-            "seeds",
-        ],
-        rows,
-    )
+    return rows, worst
+
+
+def render(store: dict) -> None:
+    """RESULTS.md's section: one table per study (training budget), the longest budget first."""
+    header = [
+        "image size",
+        "LightlyTrain img/s",
+        "ours img/s (precision)",
+        "ours / LightlyTrain (per seed)",
+        "LightlyTrain kNN % (random init)",
+        "ours kNN % (random init)",
+        "seeds",
+    ]
+    parts = []
+    ordered = sorted(store["studies"].values(), key=lambda t: -t["settings"]["n_train"] * t["settings"]["epochs"])
+    for study in ordered:
+        rows, worst = study_rows(study)
+        if not rows:
+            continue
+        s = study["settings"]
+        cpus = f"taskset -c {study['cpus']} " if study.get("cpus") else ""
+        parts.append(
+            f"""### {s["n_train"]:,} images x {s["epochs"]} epochs
+
+{s["n_train"]:,} CIFAR-10 training JPEGs upsampled to each size, batch {s["batch_size"]}, {s["epochs"]} epochs,
+{s["workers"]} DataLoader workers; lowest per-seed ratio **{worst:.2f}x**. {study["machine"]} (git {study["git"]}).
+
+Command: `{cpus}{study["command"]}`
+
+{markdown_table(header, rows)}
+"""
+        )
+    body = "\n".join(parts)
     write_section(
         "folder_throughput",
         f"""## Pretraining from a JPEG folder: ours vs LightlyTrain (issue 15)
 
-SimCLR, ResNet-18, {s["n_train"]:,} CIFAR-10 training JPEGs upsampled to each size (and the 1,000 test images for
-kNN), batch {s["batch_size"]}, {s["epochs"]} epochs, {s["workers"]} DataLoader workers, each side's default
-pipeline and precision (LightlyTrain: float32 on CPU). Images/s over the last epoch's steps; kNN with one
-evaluator for both (k=20), after training and (in brackets) of the same seed's random initialisation.
-Target: ours >= 1.5x at equal kNN; lowest ratio here **{worst or 0:.2f}x**.
-{store["machine"]} (git {store["git"]}).
+SimCLR, ResNet-18, CIFAR-10 training JPEGs upsampled to each size (and the 1,000 test images for kNN), each
+side's default pipeline and precision (LightlyTrain: float32 on CPU). Images/s over the last epoch's steps (the
+ratio of the seeds' means, in brackets the range of per-seed ratios); kNN with one evaluator for both (k=20),
+after training and (in brackets) of the same seed's random initialisation. Target: ours >= 1.5x at equal kNN.
 
-Command: `{f"taskset -c {store['cpus']} " if store.get("cpus") else ""}{command}`
-
-{table}
-""",
+{body}""",
     )
     print_section("folder_throughput")
 
