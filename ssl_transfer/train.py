@@ -374,8 +374,12 @@ def _fit(
 ) -> None:
     """``trainer.fit`` without Lightning's warnings that do not apply here; a non-finite loss names the last good
     checkpoint, a SIGTERM/SIGINT becomes :class:`Stopped` with the command that resumes."""
+    module.train()  # what Lightning trains; a method's own train() keeps its frozen parts in eval (distill's teacher)
+    kept_in_eval = sum(not m.training for m in module.modules())
     try:
         with warnings.catch_warnings():
+            if kept_in_eval:  # exactly those modules, by design: any other module left in eval is still reported
+                warnings.filterwarnings("ignore", message=rf"Found {kept_in_eval} module\(s\) in eval mode")
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning vs torch 2.14

@@ -86,3 +86,26 @@ def test_an_unreadable_teacher_is_one_line(tmp_path: Path):
         build_method(
             DistillConfig(teacher=str(tmp_path / "nope.safetensors")), build_backbone("cnn_tiny", (1, 8, 8)), (1, 8, 8)
         )
+
+
+def test_a_distillation_run_does_not_warn_about_its_frozen_teacher(teacher_run: Path, tmp_path: Path, quiet):
+    """Lightning warns about modules in eval mode at the start of training; the teacher is frozen by design, so
+    that warning is not shown for it (it still is for any other module left in eval)."""
+    import warnings
+
+    from ssl_transfer.train import pretrain
+
+    recipe = {
+        "name": "student",
+        "output_dir": str(tmp_path),
+        "data": {"source": "digits", "limit_train": 64, "batch_size": 32},
+        "backbone": {"name": "cnn_tiny"},
+        "method": {"name": "distill", "teacher": str(teacher_run), "queue_size": 64},
+        "trainer": {"max_epochs": 1, "progress_bar": False},
+        "logging": {"wandb": "disabled", "plots": False},
+        "monitor": {"enabled": False},
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pretrain(recipe, quiet)
+    assert not [w for w in caught if "eval mode" in str(w.message)]
