@@ -11,6 +11,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from benchmarks.stores import update_text
+
 RESULTS = Path(__file__).parent / "RESULTS.md"
 
 
@@ -112,21 +114,19 @@ def save_json(path: Path, obj: object) -> None:
 def write_section(key: str, body: str, first: bool = False) -> None:
     """Replace the block between ``<!-- key:start -->`` and ``<!-- key:end -->`` in RESULTS.md, or add it: at the
     end, or under the title with ``first``."""
-    text = (
-        RESULTS.read_text()
-        if RESULTS.exists()
-        else "# Benchmark results\n\nEach section names the command that produced it.\n"
-    )
     block = f"<!-- {key}:start -->\n{body.rstrip()}\n<!-- {key}:end -->"
     pattern = re.compile(rf"<!-- {re.escape(key)}:start -->.*?<!-- {re.escape(key)}:end -->", re.S)
-    if pattern.search(text):
-        text = pattern.sub(block, text)
-    elif first:
-        title, rest = text.split("\n", 1)
-        text = f"{title}\n\n{block}\n{rest}"
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+
+    def put(text: str | None) -> str:
+        text = text or "# Benchmark results\n\nEach section names the command that produced it.\n"
+        if pattern.search(text):
+            return pattern.sub(lambda _: block, text)  # the block verbatim (a backslash in it is no escape)
+        if first:
+            title, rest = text.split("\n", 1)
+            return f"{title}\n\n{block}\n{rest}"
+        return text.rstrip() + "\n\n" + block + "\n"
+
+    update_text(RESULTS, put)  # under a lock: two benchmarks side by side never drop each other's sections
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

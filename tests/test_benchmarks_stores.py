@@ -1,0 +1,39 @@
+"""benchmarks/stores.py and RESULTS.md sections: benchmarks that run side by side (the refresh pairs them) never
+drop each other's sections or rows, and a section is written verbatim."""
+
+import multiprocessing as mp
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import common  # noqa: E402
+
+
+def _write_sections(results: str, key: str) -> None:
+    common.RESULTS = Path(results)
+    for i in range(15):
+        common.write_section(key, f"## {key}\n\nversion {i}")
+
+
+def test_sections_written_side_by_side_all_survive(tmp_path: Path):
+    results = tmp_path / "RESULTS.md"
+    procs = [mp.get_context("fork").Process(target=_write_sections, args=(str(results), k)) for k in "abcd"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    text = results.read_text()
+    for k in "abcd":
+        assert f"<!-- {k}:start -->\n## {k}\n\nversion 14\n<!-- {k}:end -->" in text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_section_is_written_verbatim(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
+    common.write_section("x", "first")
+    body = r"regex \d+ and a path C:\new\table"
+    common.write_section("x", body)  # replacing an existing block: backslashes are not escapes
+    assert body in (tmp_path / "RESULTS.md").read_text()
