@@ -58,3 +58,20 @@ def teacher_run(tmp_path_factory) -> Path:
             "monitor": {"enabled": False},
         }
     ).run_dir
+
+
+@pytest.fixture
+def side_by_side():
+    """``side_by_side(target, [args, ...])`` runs ``target(*args)`` in one forked process per ``args``, all at
+    once (as the refresh runs two benchmarks), and asserts that each exits cleanly."""
+    import multiprocessing as mp
+
+    def run(target, arg_lists: list[tuple]) -> None:
+        procs = [mp.get_context("fork").Process(target=target, args=args) for args in arg_lists]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+
+    return run

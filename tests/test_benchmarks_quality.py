@@ -45,16 +45,9 @@ def _add_rows(store_path: str, method: str) -> None:
         quality.update_store("cifar", lambda d, i=i: d["methods"].__setitem__(method, {"i": i}), seed=0)
 
 
-def test_side_by_side_runs_keep_each_others_rows(tmp_path: Path):
+def test_side_by_side_runs_keep_each_others_rows(tmp_path: Path, side_by_side):
     """Four processes fill one store at once (as the refresh's paired units do): every method's row survives."""
-    import multiprocessing as mp
-
     store = tmp_path / "quality.json"
-    procs = [mp.get_context("fork").Process(target=_add_rows, args=(str(store), m)) for m in "abcd"]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    side_by_side(_add_rows, [(str(store), m) for m in "abcd"])
     rows = quality.json.loads(store.read_text())["datasets"]["cifar"]["methods"]
     assert rows == {m: {"i": 9} for m in "abcd"}

@@ -1,7 +1,6 @@
 """benchmarks/stores.py and RESULTS.md sections: benchmarks that run side by side (the refresh pairs them) never
 drop each other's sections or rows, and a section is written verbatim."""
 
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -17,14 +16,9 @@ def _write_sections(results: str, key: str) -> None:
         common.write_section(key, f"## {key}\n\nversion {i}")
 
 
-def test_sections_written_side_by_side_all_survive(tmp_path: Path):
+def test_sections_written_side_by_side_all_survive(tmp_path: Path, side_by_side):
     results = tmp_path / "RESULTS.md"
-    procs = [mp.get_context("fork").Process(target=_write_sections, args=(str(results), k)) for k in "abcd"]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    side_by_side(_write_sections, [(str(results), k) for k in "abcd"])
     text = results.read_text()
     for k in "abcd":
         assert f"<!-- {k}:start -->\n## {k}\n\nversion 14\n<!-- {k}:end -->" in text
