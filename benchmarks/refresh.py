@@ -177,12 +177,30 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     key at the commit they ran at for entries from before keys, ``keys_then(commit)``, equals ``keys``)."""
     state = load_json(STATE) or {}
     done = {}
+    seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
     for name, e in state.get("done", {}).items():
         git = e.get("git", state.get("git"))
+        if "seconds" in e:
+            seconds.setdefault(name, e["seconds"])
         key = e.get("key") or (keys_then(git).get(name) if keys_then and git else None)
         if key is not None and key == keys.get(name):
             done[name] = {**e, "git": git, "key": key}
-    return {"git": rev, "done": done}
+    return {"git": rev, "done": done, "seconds": seconds}
+
+
+def time_left(unit_list: list[Unit], state: dict, jobs: int = 2) -> tuple[float, int]:
+    """Seconds of wall time the units not done would take by their last durations (paired units ``jobs`` at a
+    time), and how many of them never ran (not counted)."""
+    seconds, unknown = 0.0, 0
+    for u in unit_list:
+        if u.name in state["done"]:
+            continue
+        last = state.get("seconds", {}).get(u.name)
+        if last is None:
+            unknown += 1
+        else:
+            seconds += last / (jobs if u.paired else 1)
+    return seconds, unknown
 
 
 def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, jobs: int = 2) -> None:
@@ -209,6 +227,7 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
             "git": state["git"],
             "key": (keys or {}).get(u.name),
         }
+        state.setdefault("seconds", {})[u.name] = state["done"][u.name]["seconds"]
         save_json(STATE, state)
 
     while todo or running:
@@ -290,8 +309,14 @@ def main() -> None:
         print(f"code commit {rev}: {done} of {len(unit_list)} units done (with --data-dir {args.data_dir})")
         for name, e in state["done"].items():
             print(f"  done: {name} (at {e['git']})")
+        last = state.get("seconds", {})
         for name in left:
-            print(f"  left: {name}")
+            print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min)" if name in last else ""))
+        wall, unknown = time_left(unit_list, state, args.jobs)
+        print(
+            f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
+            + (f", plus {unknown} unit(s) never timed" if unknown else "")
+        )
         return
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
