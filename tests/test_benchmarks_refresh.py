@@ -251,3 +251,10 @@ def test_status_estimates_the_time_left_from_each_units_last_run_across_commits(
     state = refresh.load_state("new", {"a": "changed", "b": "k", "c": "changed"})
     assert set(state["seconds"]) == {"a", "b", "c"} and state["seconds"]["a"] == 600
     assert refresh.time_left(units, state, jobs=2) == (600 / 2 + 300, 0)
+
+
+def test_parity_units_run_first_then_the_50k_units():
+    kinds = [u.name.rsplit(":", 1)[0] for u in refresh.units("/tmp/cifar")]
+    first_other = next(i for i, k in enumerate(kinds) if k != "parity")
+    assert set(kinds[:first_other]) == {"parity"} and "parity" not in kinds[first_other:]
+    assert kinds[first_other] == "quality:cifar50k"
