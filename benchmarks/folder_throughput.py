@@ -215,12 +215,15 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="folder_throughput-"))
     store = studies(load_json(STORE))
     key = study_key(_settings(args))
-    study = store["studies"].get(key, {})
-    if study.get("git") != git_rev():  # a study is measured at one code commit; other settings keep theirs
-        study = {"git": git_rev(), "machine": machine(), "settings": _settings(args), "runs": {}, "cpus": _pin()}
-    study["command"] = command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train"))
-    store["studies"][key] = study
+    study = store["studies"].setdefault(key, {"settings": _settings(args), "runs": {}, "sizes": {}})
+    about = {
+        "git": git_rev(),
+        "machine": machine(),
+        "cpus": _pin(),
+        "command": command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train")),
+    }
     for size in [int(s) for s in args.sizes.split(",")]:
+        start_size(study, size, about)
         train, test = make_folder(Path(args.data_dir), work, size, args.n_train)
         for seed in [int(s) for s in args.seeds.split(",")]:
             for side, fn in (("lightly-train", run_lightly_train), ("ours", run_ours)):
@@ -240,15 +243,30 @@ def study_key(settings: dict) -> str:
     return "n{n_train}-e{epochs}-b{batch_size}-w{workers}-{precision}".format(**settings)
 
 
+def start_size(study: dict, size: int, about: dict) -> None:
+    """Before measuring ``size`` at ``about["git"]``: its runs from another code commit are dropped (one size's
+    runs come from one commit; the other sizes keep theirs), and ``about`` becomes the size's record."""
+    if study["sizes"].get(str(size), {}).get("git") != about["git"]:
+        study["runs"] = {k: v for k, v in study["runs"].items() if not k.startswith(f"{size}/")}
+    study["sizes"][str(size)] = about
+
+
 def studies(store: dict | None) -> dict:
-    """The store as ``{"studies": {study_key: study}}``; a store written before studies (one study at the top
-    level, no command recorded: it ran at the defaults of its time) becomes its only study."""
+    """The store as ``{"studies": {study_key: study}}``, each study ``{"settings", "runs", "sizes"}`` where
+    ``sizes[size]`` names the code commit, machine, CPU pin and command of that size's runs (one commit per size:
+    another commit measures a size afresh and keeps the others). Older stores are converted: one study at the top
+    level (no command recorded: it ran at the defaults of its time) becomes the only study, and a study with one
+    commit for all its runs gives it to each of its sizes."""
     if not store:
         return {"studies": {}}
-    if "studies" in store:
-        return store
-    old = {"command": "python benchmarks/folder_throughput.py", **store}
-    return {"studies": {study_key(old["settings"]): old}}
+    if "studies" not in store:
+        old = {"command": "python benchmarks/folder_throughput.py", **store}
+        store = {"studies": {study_key(old["settings"]): old}}
+    for study in store["studies"].values():
+        if "sizes" not in study:
+            about = {k: study.pop(k, None) for k in ("git", "machine", "cpus", "command")}
+            study["sizes"] = {k.split("/")[0]: dict(about) for k in study["runs"]}
+    return store
 
 
 def _pin() -> str | None:
@@ -286,6 +304,7 @@ def study_rows(study: dict) -> tuple[list[list[str]], float | None]:
         ratios = [per["ours"][x]["images_per_s"] / per["lightly-train"][x]["images_per_s"] for x in seeds]
         worst = min(ratios) if worst is None else min(worst, *ratios)
 
+        about = study.get("sizes", {}).get(str(size), {})
         rows.append(
             [
                 f"{size}x{size}",
@@ -295,6 +314,7 @@ def study_rows(study: dict) -> tuple[list[list[str]], float | None]:
                 knn_cell([per["lightly-train"][x] for x in seeds]),
                 knn_cell([per["ours"][x] for x in seeds]),
                 str(len(seeds)),
+                str(about.get("git", "?")),
             ]
         )
     return rows, worst
@@ -310,6 +330,7 @@ def render(store: dict) -> None:
         "LightlyTrain kNN % (random init)",
         "ours kNN % (random init)",
         "seeds",
+        "git",
     ]
     parts = []
     ordered = sorted(store["studies"].values(), key=lambda t: -t["settings"]["n_train"] * t["settings"]["epochs"])
@@ -318,14 +339,19 @@ def render(store: dict) -> None:
         if not rows:
             continue
         s = study["settings"]
-        cpus = f"taskset -c {study['cpus']} " if study.get("cpus") else ""
+        abouts = list({json.dumps(a, sort_keys=True): a for a in study["sizes"].values()}.values())
+        machines = "; ".join(dict.fromkeys(a["machine"] for a in abouts))
+        commands = "; ".join(
+            f"`{'taskset -c ' + a['cpus'] + ' ' if a.get('cpus') else ''}{a['command']}`" for a in abouts
+        )
         parts.append(
             f"""### {s["n_train"]:,} images x {s["epochs"]} epochs
 
 {s["n_train"]:,} CIFAR-10 training JPEGs upsampled to each size, batch {s["batch_size"]}, {s["epochs"]} epochs,
-{s["workers"]} DataLoader workers; lowest per-seed ratio **{worst:.2f}x**. {study["machine"]} (git {study["git"]}).
+{s["workers"]} DataLoader workers; lowest per-seed ratio **{worst:.2f}x**. {machines}. Each row's runs come
+from the code commit in its git column.
 
-Command: `{cpus}{study["command"]}`
+Command{"s" if len(abouts) > 1 else ""}: {commands}
 
 {markdown_table(header, rows)}
 """

@@ -18,10 +18,29 @@ def _run(ips: float, knn: float) -> dict:
 
 def test_a_store_from_before_studies_becomes_one_study():
     old = {"git": "abc", "machine": "m", "settings": SETTINGS, "runs": {}, "cpus": "1"}
+    old["runs"] = {"64/0/ours": _run(1.0, 0.3), "128/0/ours": _run(1.0, 0.3)}
     store = ft.studies(old)
     assert list(store["studies"]) == ["n1000-e2-b64-w2-auto"]
-    assert store["studies"]["n1000-e2-b64-w2-auto"]["git"] == "abc"
+    sizes = store["studies"]["n1000-e2-b64-w2-auto"]["sizes"]
+    assert set(sizes) == {"64", "128"} and sizes["64"]["git"] == "abc" and sizes["128"]["cpus"] == "1"
     assert ft.studies(store) is store and ft.studies(None) == {"studies": {}}
+
+
+def test_a_new_commit_measures_its_size_afresh_and_keeps_the_other_sizes():
+    about = {"git": "old", "machine": "m", "cpus": "1", "command": "python benchmarks/folder_throughput.py --sizes 64"}
+    study = {"settings": SETTINGS, "runs": {}, "sizes": {}}
+    ft.start_size(study, 64, about)
+    study["runs"] = {"64/0/lightly-train": _run(10.0, 0.3), "64/0/ours": _run(20.0, 0.3)}
+    ft.start_size(study, 64, dict(about))  # the same commit continues (later seeds, another session)
+    assert len(study["runs"]) == 2
+    new = {**about, "git": "new", "command": "python benchmarks/folder_throughput.py --sizes 128"}
+    ft.start_size(study, 128, new)
+    study["runs"].update({"128/0/lightly-train": _run(5.0, 0.3), "128/0/ours": _run(10.0, 0.3)})
+    assert len(study["runs"]) == 4
+    rows, _ = ft.study_rows(study)
+    assert [(r[0], r[-1]) for r in rows] == [("64x64", "old"), ("128x128", "new")]
+    ft.start_size(study, 64, new)  # 64 px at the new commit: its old runs go, 128 px stays
+    assert set(study["runs"]) == {"128/0/lightly-train", "128/0/ours"}
 
 
 def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
@@ -34,7 +53,19 @@ def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
     }
     rows, worst = ft.study_rows({"runs": runs})
     assert worst == 1.5
-    ((size, lt, ours, ratio, lt_knn, ours_knn, seeds),) = rows
-    assert (size, lt, ours, seeds) == ("64x64", "20.0", "32.5 (bf16-mixed)", "2")
+    ((size, lt, ours, ratio, lt_knn, ours_knn, seeds, git),) = rows
+    assert (size, lt, ours, seeds, git) == ("64x64", "20.0", "32.5 (bf16-mixed)", "2", "?")
     assert ratio == "**1.62x** (1.50-2.00)"
     assert lt_knn == "32.0 ± 2.8 (30.0)" and ours_knn == "34.0 ± 2.8 (30.0)"
+
+
+def test_the_stored_studies_render_with_each_rows_commit(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
+    store = ft.studies(json.loads(ft.STORE.read_text()))
+    ft.render(store)
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| 64x64 |" in text and "| 85dc5c2 |" in text and "(git 85dc5c2)" not in text
