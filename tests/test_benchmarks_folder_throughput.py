@@ -54,7 +54,7 @@ def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
     rows, worst = ft.study_rows({"runs": runs})
     assert worst == 1.5
     ((size, lt, ours, ratio, lt_knn, ours_knn, seeds, git),) = rows
-    assert (size, lt, ours, seeds, git) == ("64x64", "20.0", "32.5 (bf16-mixed)", "2", "?")
+    assert (size, lt, ours, seeds, git) == ("64x64", "20.0 †", "32.5 (bf16-mixed)", "2", "?")  # no rate_steps: sampled
     assert ratio == "**1.62x** (1.50-2.00)"
     assert lt_knn == "32.0 ± 2.8 (30.0)" and ours_knn == "34.0 ± 2.8 (30.0)"
 
@@ -69,3 +69,29 @@ def test_the_stored_studies_render_with_each_rows_commit(tmp_path, monkeypatch):
     ft.render(store)
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| 64x64 |" in text and "| 85dc5c2 |" in text and "(git 85dc5c2)" not in text
+
+
+def test_lightly_train_rate_is_over_every_step_of_the_last_epoch_each_step_once(tmp_path):
+    import json
+
+    rows = [{"lr": 0.1, "step": 0}]  # rows without timing are ignored
+    rows += [{"profiling/batch_time": 9.0, "epoch": 0, "step": s} for s in range(4)]  # an earlier epoch
+    rows += [{"profiling/batch_time": 5.0, "profiling/data_time": 1.0, "epoch": 1, "step": s} for s in (4, 5)]
+    # killed after step 5, resumed from the checkpoint of step 3: steps 4 and 5 are logged again
+    rows += [{"profiling/batch_time": 1.5, "profiling/data_time": 0.5, "epoch": 1, "step": s} for s in (4, 5, 6, 7)]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in rows))
+    assert ft.lightly_train_images_per_s(metrics, batch_size=64) == (4 * 64 / (4 * 2.0), 4)
+
+
+def test_lightly_train_logs_every_step_and_resumes_an_interrupted_run(tmp_path):
+    import argparse
+
+    args = argparse.Namespace(lightly_train="lt", epochs=10, batch_size=64, workers=2)
+    run = tmp_path / "lightly-train-64-0"
+    cmd = ft.lightly_train_command(run, tmp_path / "train", 64, 0, args)
+    assert "trainer_args.log_every_n_steps=1" in cmd and "overwrite=true" in cmd
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    cmd = ft.lightly_train_command(run, tmp_path / "train", 64, 0, args)
+    assert "resume_interrupted=true" in cmd and "overwrite=true" not in cmd
