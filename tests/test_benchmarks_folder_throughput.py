@@ -59,16 +59,22 @@ def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
     assert lt_knn == "32.0 ± 2.8 (30.0)" and ours_knn == "34.0 ± 2.8 (30.0)"
 
 
-def test_the_stored_studies_render_with_each_rows_commit(tmp_path, monkeypatch):
-    import json
-
+def test_a_study_renders_each_rows_commit_and_marks_sampled_rates(tmp_path, monkeypatch):
     from benchmarks import common
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
-    store = ft.studies(json.loads(ft.STORE.read_text()))
+    old = {"git": "abc1234", "machine": "m", "settings": SETTINGS, "cpus": "1", "command": "python x.py"}
+    old["runs"] = {"64/0/lightly-train": _run(10.0, 0.3), "64/0/ours": _run(20.0, 0.3)}
+    store = ft.studies({"studies": {"k": old}})
+    ft.start_size(store["studies"]["k"], 128, {"git": "def5678", "machine": "m", "cpus": None, "command": "y"})
+    store["studies"]["k"]["runs"].update(
+        {"128/0/lightly-train": {**_run(5.0, 0.3), "rate_steps": 62}, "128/0/ours": _run(10.0, 0.3)}
+    )
     ft.render(store)
     text = (tmp_path / "RESULTS.md").read_text()
-    assert "| 64x64 |" in text and "| 85dc5c2 |" in text and "(git 85dc5c2)" not in text
+    assert "| 64x64 | 10.0 † |" in text and text.count("| abc1234 |") == 1
+    assert "| 128x128 | 5.0 |" in text and text.count("| def5678 |") == 1
+    assert "Commands: `taskset -c 1 python x.py`; `y`" in text
 
 
 def test_lightly_train_rate_is_over_every_step_of_the_last_epoch_each_step_once(tmp_path):
