@@ -256,7 +256,8 @@ def main() -> None:
                 if run_key in study["runs"]:
                     continue
                 t0 = time.perf_counter()
-                study["runs"][run_key] = {**fn(train, test, size, seed, args, work / "runs"), "wall_s": 0.0}
+                runs_dir = work / "runs" / f"{key}-{about['git']}"  # a run resumes only within its study and commit
+                study["runs"][run_key] = {**fn(train, test, size, seed, args, runs_dir), "wall_s": 0.0}
                 study["runs"][run_key]["wall_s"] = time.perf_counter() - t0
                 print(run_key, study["runs"][run_key], flush=True)
                 save_json(STORE, store)
