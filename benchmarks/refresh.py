@@ -58,23 +58,13 @@ EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
 
 
 def units(data_dir: str) -> list[Unit]:
-    """Every unit of a refresh, in the order they run: the longest and riskiest first (50k CIFAR-10, parity),
-    then the rest; later units read encoders that earlier ones keep under ``benchmarks/runs``."""
+    """Every unit of a refresh, in the order they run: the riskiest first (parity, whose rule a method can fail,
+    so that a fix resets as little finished work as possible), then the longest (50k CIFAR-10), then the rest;
+    later units read encoders that earlier ones keep under ``benchmarks/runs``."""
     methods = METHODS.names()
     py = [sys.executable]
     by_cost = sorted(methods, key=lambda m: -METHODS.get(m).num_views)  # two-view methods first
     out = [
-        Unit(
-            f"quality:cifar50k:{m}",
-            [*py, "benchmarks/quality.py", "--datasets", "cifar50k", "--epochs-cifar50k", str(EPOCHS_50K)]
-            + ["--methods", m, "--data-dir", data_dir, "--runs-dir", f"{RUNS}/quality"],
-            paired=True,
-            env={"OMP_NUM_THREADS": "1"},
-            methods=method_inputs(m),
-        )
-        for m in by_cost
-    ]
-    out += [
         Unit(
             f"parity:{m}",
             [*py, "benchmarks/parity.py", "--methods", m, "--keep"],
@@ -84,6 +74,17 @@ def units(data_dir: str) -> list[Unit]:
         )
         for m in methods
         if m not in NO_REFERENCE
+    ]
+    out += [
+        Unit(
+            f"quality:cifar50k:{m}",
+            [*py, "benchmarks/quality.py", "--datasets", "cifar50k", "--epochs-cifar50k", str(EPOCHS_50K)]
+            + ["--methods", m, "--data-dir", data_dir, "--runs-dir", f"{RUNS}/quality"],
+            paired=True,
+            env={"OMP_NUM_THREADS": "1"},
+            methods=method_inputs(m),
+        )
+        for m in by_cost
     ]
     out += [
         Unit(f"mnist_knn:{m}", [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""], methods=method_inputs(m))
@@ -177,12 +178,30 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     key at the commit they ran at for entries from before keys, ``keys_then(commit)``, equals ``keys``)."""
     state = load_json(STATE) or {}
     done = {}
+    seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
     for name, e in state.get("done", {}).items():
         git = e.get("git", state.get("git"))
+        if "seconds" in e:
+            seconds.setdefault(name, e["seconds"])
         key = e.get("key") or (keys_then(git).get(name) if keys_then and git else None)
         if key is not None and key == keys.get(name):
             done[name] = {**e, "git": git, "key": key}
-    return {"git": rev, "done": done}
+    return {"git": rev, "done": done, "seconds": seconds}
+
+
+def time_left(unit_list: list[Unit], state: dict, jobs: int = 2) -> tuple[float, int]:
+    """Seconds of wall time the units not done would take by their last durations (paired units ``jobs`` at a
+    time), and how many of them never ran (not counted)."""
+    seconds, unknown = 0.0, 0
+    for u in unit_list:
+        if u.name in state["done"]:
+            continue
+        last = state.get("seconds", {}).get(u.name)
+        if last is None:
+            unknown += 1
+        else:
+            seconds += last / (jobs if u.paired else 1)
+    return seconds, unknown
 
 
 def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, jobs: int = 2) -> None:
@@ -209,6 +228,7 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
             "git": state["git"],
             "key": (keys or {}).get(u.name),
         }
+        state.setdefault("seconds", {})[u.name] = state["done"][u.name]["seconds"]
         save_json(STATE, state)
 
     while todo or running:
@@ -290,8 +310,14 @@ def main() -> None:
         print(f"code commit {rev}: {done} of {len(unit_list)} units done (with --data-dir {args.data_dir})")
         for name, e in state["done"].items():
             print(f"  done: {name} (at {e['git']})")
+        last = state.get("seconds", {})
         for name in left:
-            print(f"  left: {name}")
+            print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min)" if name in last else ""))
+        wall, unknown = time_left(unit_list, state, args.jobs)
+        print(
+            f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
+            + (f", plus {unknown} unit(s) never timed" if unknown else "")
+        )
         return
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")

@@ -233,3 +233,28 @@ def test_a_partner_that_ends_well_after_the_other_failed_is_recorded(tmp_path, m
     with pytest.raises(SystemExit, match="broken failed"):
         refresh.run(units, state, keys)
     assert set(refresh.load_state("abc1234", keys)["done"]) == {"slow"}
+
+
+def test_status_estimates_the_time_left_from_each_units_last_run_across_commits(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    units = [_unit("a", log, paired=True), _unit("b", log, paired=True), _unit("c", log)]
+    refresh.save_json(
+        refresh.STATE,
+        {"git": "old", "done": {n: {"seconds": s, "git": "old", "key": "k"} for n, s in (("a", 600), ("c", 300))}},
+    )
+    state = refresh.load_state("new", {"a": "changed", "b": "k", "c": "changed"})  # a new commit redoes a and c
+    assert state["done"] == {}
+    assert refresh.time_left(units, state, jobs=2) == (600 / 2 + 300, 1)  # b never ran: counted apart
+    assert refresh.time_left(units, state, jobs=1) == (600 + 300, 1)
+    refresh.run([units[1]], state, {"b": "k"})  # b's duration is recorded, and the old ones are kept
+    state = refresh.load_state("new", {"a": "changed", "b": "k", "c": "changed"})
+    assert set(state["seconds"]) == {"a", "b", "c"} and state["seconds"]["a"] == 600
+    assert refresh.time_left(units, state, jobs=2) == (600 / 2 + 300, 0)
+
+
+def test_parity_units_run_first_then_the_50k_units():
+    kinds = [u.name.rsplit(":", 1)[0] for u in refresh.units("/tmp/cifar")]
+    first_other = next(i for i, k in enumerate(kinds) if k != "parity")
+    assert set(kinds[:first_other]) == {"parity"} and "parity" not in kinds[first_other:]
+    assert kinds[first_other] == "quality:cifar50k"
