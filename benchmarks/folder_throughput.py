@@ -13,9 +13,8 @@ the last epoch (LightlyTrain: the sum of its ``profiling/batch_time`` and ``prof
 logged at each step with ``trainer_args.log_every_n_steps=1``; ours: ``train/epoch_time_s``). kNN: the same
 evaluator for both encoders (FAISS, cosine, k=20, T=0.07; bank: the training folder; queries: the 1,000 test images
 at the same size), after training and, for scale, at random initialisation (same seed, each side's backbone and
-normalisation). LightlyTrain runs in its own virtual environment (AGPL:
-never imported here). A run a session's end interrupts resumes from its checkpoint on the next call (both sides);
-the store records finished runs only.
+normalisation). LightlyTrain runs in its own virtual environment (AGPL: never imported here). A run a session's end
+interrupts resumes from its checkpoint on the next call (both sides); the store records finished runs only.
 
     python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 lightly-train
     python benchmarks/folder_throughput.py --data-dir /tmp/cifar --lightly-train /tmp/ltvenv/bin/lightly-train
@@ -81,7 +80,7 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
 
     from ssl_transfer.backbones import build_backbone
     from ssl_transfer.evaluation.encoders import wrap_module
-    from ssl_transfer.train import pretrain
+    from ssl_transfer.train import last_checkpoint, pretrain
     from ssl_transfer.training.metrics_log import read_metrics
 
     recipe = {
@@ -121,7 +120,7 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
         "logging": {"wandb": "disabled", "plots": False},
         "monitor": {"enabled": False},
     }
-    resume = (out / recipe["name"] / "checkpoints" / "last.ckpt").exists()  # interrupted by a session's end
+    resume = last_checkpoint(out / recipe["name"]).exists()  # interrupted by a session's end
     res = pretrain(recipe, resume=True) if resume else pretrain(recipe, overwrite=True)
     epochs = [r for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/images_per_s" in r]
     torch.manual_seed(seed)
@@ -137,8 +136,8 @@ def run_ours(train: Path, test: Path, size: int, seed: int, args: argparse.Names
 def lightly_train_command(run: Path, train: Path, size: int, seed: int, args: argparse.Namespace) -> list[str]:
     """The ``lightly-train pretrain`` command line of one run; it resumes the run in ``run`` when a session's end
     interrupted it (a checkpoint there, the run not in the store)."""
-    resume = (run / "checkpoints" / "last.ckpt").exists()  # a run a session's end interrupted continues
-    cmd = [
+    resume = (run / "checkpoints" / "last.ckpt").exists()  # LightlyTrain's layout
+    return [
         args.lightly_train,
         "pretrain",
         f"out={run}",
@@ -160,7 +159,6 @@ def lightly_train_command(run: Path, train: Path, size: int, seed: int, args: ar
         # here, too few for a rate)
         "trainer_args.log_every_n_steps=1",
     ]
-    return cmd
 
 
 def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
@@ -247,6 +245,7 @@ def main() -> None:
         "cpus": _pin(),
         "command": command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train")),
     }
+    runs_dir = work / "runs" / f"{key}-{about['git']}"  # a run resumes only within its study and commit
     for size in [int(s) for s in args.sizes.split(",")]:
         start_size(study, size, about)
         train, test = make_folder(Path(args.data_dir), work, size, args.n_train)
@@ -256,7 +255,6 @@ def main() -> None:
                 if run_key in study["runs"]:
                     continue
                 t0 = time.perf_counter()
-                runs_dir = work / "runs" / f"{key}-{about['git']}"  # a run resumes only within its study and commit
                 study["runs"][run_key] = {**fn(train, test, size, seed, args, runs_dir), "wall_s": 0.0}
                 study["runs"][run_key]["wall_s"] = time.perf_counter() - t0
                 print(run_key, study["runs"][run_key], flush=True)
