@@ -75,6 +75,10 @@ def test_a_study_renders_each_rows_commit_and_marks_sampled_rates(tmp_path, monk
     assert "| 64x64 | 10.0 † |" in text and text.count("| abc1234 |") == 1
     assert "| 128x128 | 5.0 |" in text and text.count("| def5678 |") == 1
     assert "Commands: `taskset -c 1 python x.py`; `y`" in text
+    assert "†: LightlyTrain's rate from the one step" in text
+    del store["studies"]["k"]["runs"]["64/0/lightly-train"]  # no sampled row left: no note about them
+    ft.render(store)
+    assert "†" not in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_lightly_train_rate_is_over_every_step_of_the_last_epoch_each_step_once(tmp_path):
