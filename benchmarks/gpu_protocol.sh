@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the `device` tool): the protocol recipe against lightly's CIFAR-10 benchmark loop
+# at an equal budget (benchmarks/protocol_reference.py), one seed after another while the time allows.
+#
+#   carry: .whl (lightly, faiss-cpu, kornia, kornia_rs, pydantic + its needs: wheels for the GPU image's Python)
+#          .gpu (cifar10_train_jpeg.tar.gz and a cifar10_subset.npz holding only x_test / y_test)
+#   run:   bash benchmarks/gpu_protocol.sh        (EPOCHS=12 SEEDS="0 1" START_BY=300 by default)
+#
+# Everything it measures lands in $OUT: versions, nvidia-smi readings, each seed's log and protocol.json.
+set -u
+T0=$(date +%s)
+PY=${PY:-python3}
+EPOCHS=${EPOCHS:-12}
+SEEDS=${SEEDS:-"0 1"}
+START_BY=${START_BY:-300}   # seconds since start after which no further seed begins
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+if [ -z "${SKIP_WHEELS:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1
+if [ ! -f ../shared/datasets/cifar10_train_jpeg.tar.gz ]; then
+  mkdir -p ../shared/datasets && cp .gpu/* ../shared/datasets/ || exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv > "$OUT/smi.txt" 2>&1
+$PY -c "import torch, timm, lightly, pytorch_lightning, faiss, kornia, os
+print('torch', torch.__version__, 'timm', timm.__version__, 'lightly', lightly.__version__,
+      'lightning', pytorch_lightning.__version__, 'faiss', faiss.__version__, 'kornia', kornia.__version__,
+      torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', os.cpu_count(), 'cpus')" \
+  | tee "$OUT/versions.txt" || exit 1
+(nvidia-smi dmon -s u -d 5 > "$OUT/dmon.txt" 2>&1 &)
+for seed in $SEEDS; do
+  el=$(( $(date +%s) - T0 ))
+  if [ "$el" -gt "$START_BY" ]; then echo "seed $seed not started: $el s elapsed"; break; fi
+  echo "seed $seed at $el s"
+  $PY benchmarks/protocol_reference.py --data-dir /tmp/cifar --epochs "$EPOCHS" --seed "$seed" ${EXTRA:-} \
+    > "$OUT/seed$seed.log" 2>&1
+  echo "seed $seed exit $? at $(( $(date +%s) - T0 )) s"
+  grep -E "^(ours|reference):" "$OUT/seed$seed.log"
+  cp benchmarks/results/protocol.json "$OUT/" 2>/dev/null
+done
+tail -5 "$OUT/dmon.txt" 2>/dev/null
