@@ -6,6 +6,17 @@
 #          .gpu (cifar10_train_jpeg.tar.gz and a cifar10_subset.npz holding only x_test / y_test)
 #   run:   bash benchmarks/gpu_protocol.sh        (EPOCHS=12 SEEDS="0 1" START_BY=300 by default)
 #
+# Making the carried folders here (both are in .gitignore; the GPU image runs Python 3.12):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     lightly==1.6.0 faiss-cpu==1.15.1 kornia==0.9.0 kornia_rs==0.2.0 pydantic==2.14.4 pydantic_core==2.50.5 \
+#     annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0
+#   mkdir .gpu && cp ../shared/datasets/cifar10_train_jpeg.tar.gz .gpu/ && python -c "import numpy as np; \
+#     z = np.load('../shared/datasets/cifar10_subset.npz'); \
+#     np.savez_compressed('.gpu/cifar10_subset.npz', x_test=z['x_test'], y_test=z['y_test'])"
+# Together about 47 MB of the 64 MiB a call may carry. A local dry run on the CPU:
+#   PY=.venv/bin/python SKIP_WHEELS=1 EPOCHS=1 SEEDS=0 EXTRA="--limit-train 512" bash benchmarks/gpu_protocol.sh
+#
 # Everything it measures lands in $OUT: versions, nvidia-smi readings, each seed's log and protocol.json.
 set -u
 T0=$(date +%s)
