@@ -304,10 +304,10 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def knn_cell(runs: list[dict]) -> str:
-    """``mean ± sd (mean at random init)`` of the runs' kNN, in %."""
+    """``mean ± sd (mean at random init)`` of the runs' kNN, in %; one run has no sd: ``value (init)``."""
     knn = [100 * r["knn"] for r in runs]
     init = [100 * r["knn_init"] for r in runs if "knn_init" in r]
-    out = f"{statistics.mean(knn):.1f} ± {statistics.stdev(knn) if len(knn) > 1 else 0.0:.1f}"
+    out = f"{statistics.mean(knn):.1f}" + (f" ± {statistics.stdev(knn):.1f}" if len(knn) > 1 else "")
     return out + (f" ({statistics.mean(init):.1f})" if init else "")
 
 

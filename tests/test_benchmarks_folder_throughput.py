@@ -59,6 +59,11 @@ def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
     assert lt_knn == "32.0 ± 2.8 (30.0)" and ours_knn == "34.0 ± 2.8 (30.0)"
 
 
+def test_a_single_seed_knn_has_no_spread():
+    """One seed has no standard deviation: the cell must not print ``± 0.0`` as if seeds agreed."""
+    assert ft.knn_cell([_run(10.0, 0.321)]) == "32.1 (30.0)"
+
+
 def test_a_study_renders_each_rows_commit_and_marks_sampled_rates(tmp_path, monkeypatch):
     from benchmarks import common
 
