@@ -41,7 +41,7 @@ print('torch', torch.__version__, 'timm', timm.__version__, 'lightly', lightly._
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', os.cpu_count(), 'cpus')" \
   | tee "$OUT/versions.txt" || exit 1
 (nvidia-smi dmon -s u -d 5 > "$OUT/dmon.txt" 2>&1 &)
-if [ -n "${DECODE_CHECK:-1}" ] && [ "${DECODE_CHECK:-1}" != 0 ]; then
+if [ "${DECODE_CHECK:-1}" != 0 ]; then
   # data.decode=device on a real GPU (nvJPEG in batches), never exercised by CI: one short epoch from the JPEG folder,
   # then the same with the CPU decoder for its rate (img/s and data wait are in each log's epoch line).
   $PY -c "import sys; sys.path.insert(0, '.'); from benchmarks.cifar_data import cifar10_folders; cifar10_folders('/tmp/cifar')"
