@@ -304,10 +304,10 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def knn_cell(runs: list[dict]) -> str:
-    """``mean ± sd (mean at random init)`` of the runs' kNN, in %."""
+    """``mean ± sd (mean at random init)`` of the runs' kNN, in %; one run has no sd: ``value (init)``."""
     knn = [100 * r["knn"] for r in runs]
     init = [100 * r["knn_init"] for r in runs if "knn_init" in r]
-    out = f"{statistics.mean(knn):.1f} ± {statistics.stdev(knn) if len(knn) > 1 else 0.0:.1f}"
+    out = f"{statistics.mean(knn):.1f}" + (f" ± {statistics.stdev(knn):.1f}" if len(knn) > 1 else "")
     return out + (f" ({statistics.mean(init):.1f})" if init else "")
 
 
@@ -343,6 +343,13 @@ def study_rows(study: dict) -> tuple[list[list[str]], float | None]:
             ]
         )
     return rows, worst
+
+
+SAMPLED_NOTE = """\
+†: LightlyTrain's rate from the one step per epoch it logs by default (every 50th step, or once an epoch when an
+epoch is shorter), read before its every step was logged (`trainer_args.log_every_n_steps=1`): a sample, not the
+epoch's rate; such rows are to be measured again.
+"""
 
 
 def render(store: dict) -> None:
@@ -382,6 +389,7 @@ Command{"s" if len(abouts) > 1 else ""}: {commands}
 """
         )
     body = "\n".join(parts)
+    dagger = SAMPLED_NOTE if " † |" in body else ""  # only while a row still shows a sampled rate
     write_section(
         "folder_throughput",
         f"""## Pretraining from a JPEG folder: ours vs LightlyTrain (issue 15)
@@ -390,10 +398,7 @@ SimCLR, ResNet-18, CIFAR-10 training JPEGs upsampled to each size (and the 1,000
 side's default pipeline and precision (LightlyTrain: float32 on CPU). Images/s over the last epoch's steps (the
 ratio of the seeds' means, in brackets the range of per-seed ratios); kNN with one evaluator for both (k=20),
 after training and (in brackets) of the same seed's random initialisation. Target: ours >= 1.5x at equal kNN.
-†: LightlyTrain's rate from the one step per epoch it logs by default (every 50th step, or once an epoch when an
-epoch is shorter), read before its every step was logged (`trainer_args.log_every_n_steps=1`): a sample, not the
-epoch's rate; such rows are to be measured again.
-
+{dagger}
 {body}""",
     )
     print_section("folder_throughput")

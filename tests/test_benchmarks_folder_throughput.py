@@ -59,6 +59,11 @@ def test_rows_pair_each_seed_and_report_the_lowest_per_seed_ratio():
     assert lt_knn == "32.0 ± 2.8 (30.0)" and ours_knn == "34.0 ± 2.8 (30.0)"
 
 
+def test_a_single_seed_knn_has_no_spread():
+    """One seed has no standard deviation: the cell must not print ``± 0.0`` as if seeds agreed."""
+    assert ft.knn_cell([_run(10.0, 0.321)]) == "32.1 (30.0)"
+
+
 def test_a_study_renders_each_rows_commit_and_marks_sampled_rates(tmp_path, monkeypatch):
     from benchmarks import common
 
@@ -75,6 +80,10 @@ def test_a_study_renders_each_rows_commit_and_marks_sampled_rates(tmp_path, monk
     assert "| 64x64 | 10.0 † |" in text and text.count("| abc1234 |") == 1
     assert "| 128x128 | 5.0 |" in text and text.count("| def5678 |") == 1
     assert "Commands: `taskset -c 1 python x.py`; `y`" in text
+    assert "†: LightlyTrain's rate from the one step" in text
+    del store["studies"]["k"]["runs"]["64/0/lightly-train"]  # no sampled row left: no note about them
+    ft.render(store)
+    assert "†" not in (tmp_path / "RESULTS.md").read_text()
 
 
 def test_lightly_train_rate_is_over_every_step_of_the_last_epoch_each_step_once(tmp_path):
