@@ -143,6 +143,10 @@ def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
     return seen
 
 
+# Code files no benchmark reads: git's ignore list, the CI script, the minimal-versions test job's pins.
+NOT_READ = (".gitignore", ".ci/*", "constraints/minimal.txt")
+
+
 def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str:
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
@@ -155,6 +159,8 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
     for path, blob in sorted(files.items()):
         if path.startswith("benchmarks/") and path not in bench:
+            continue
+        if any(fnmatch.fnmatch(path, g) for g in NOT_READ):
             continue
         if any(fnmatch.fnmatch(path, g) for g in owned):
             continue
@@ -174,8 +180,10 @@ def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str,
 
 
 def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
-    """The refresh state at code commit ``rev``: the finished units whose inputs are unchanged (their key, or the
-    key at the commit they ran at for entries from before keys, ``keys_then(commit)``, equals ``keys``)."""
+    """The refresh state at code commit ``rev``: the finished units whose inputs are unchanged: the key of their
+    inputs at the commit they ran at, ``keys_then(commit)`` (computed by today's :func:`unit_key`, so a change to
+    what a key leaves out does not redo finished units), equals ``keys``; without ``keys_then`` or where that commit
+    is missing, the key stored with the entry."""
     state = load_json(STATE) or {}
     done = {}
     seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
@@ -183,7 +191,7 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
         git = e.get("git", state.get("git"))
         if "seconds" in e:
             seconds.setdefault(name, e["seconds"])
-        key = e.get("key") or (keys_then(git).get(name) if keys_then and git else None)
+        key = (keys_then(git).get(name) if keys_then and git else None) or e.get("key")
         if key is not None and key == keys.get(name):
             done[name] = {**e, "git": git, "key": key}
     return {"git": rev, "done": done, "seconds": seconds}
@@ -293,7 +301,7 @@ def main() -> None:
     methods = METHODS.names()
     then: dict[str, dict[str, str]] = {}
 
-    def keys_then(commit: str) -> dict[str, str]:  # for entries written before keys: their inputs back then
+    def keys_then(commit: str) -> dict[str, str]:  # each finished unit's inputs at the commit it ran at
         if commit not in then:
             try:
                 then[commit] = keys_at(commit, unit_list, methods)

@@ -73,6 +73,18 @@ def test_entries_from_before_keys_are_judged_by_their_inputs_at_their_commit(tmp
     assert set(state["done"]) == {"a"} and state["done"]["a"] == {"seconds": 1, "git": "old1234", "key": "same"}
 
 
+def test_finished_units_are_judged_by_todays_key_of_their_commit_not_the_key_stored_then(tmp_path, monkeypatch):
+    """A change to what a key leaves out (e.g. ``NOT_READ``) must not redo units whose inputs did not change."""
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    done = {"a": {"git": "old1234", "key": "old-a"}, "b": {"git": "old1234", "key": "old-b"}}
+    refresh.save_json(refresh.STATE, {"git": "old1234", "done": done})
+    then = {"old1234": {"a": "same", "b": "other"}, "new5678": {}}
+    state = refresh.load_state("new5678", {"a": "same", "b": "now"}, then.__getitem__)
+    assert set(state["done"]) == {"a"} and state["done"]["a"]["key"] == "same"
+    gone = refresh.load_state("new5678", {"a": "old-a", "b": "now"}, lambda c: {})  # its commit is not in this clone
+    assert set(gone["done"]) == {"a"}  # then the stored key decides
+
+
 def _key(unit: refresh.Unit, files: dict[str, str], texts: dict[str, str]) -> str:
     return refresh.unit_key(unit, files, ["simclr", "moco", "mocov3"], lambda p: texts.get(p, ""))
 
@@ -109,6 +121,9 @@ def test_a_units_key_follows_exactly_the_files_it_reads():
     assert changed("ssl_transfer/train.py")["quality:cifar:moco"] is True
     assert changed("benchmarks/common.py")["quality:cifar:moco"] is True  # imported by the unit's script
     assert changed("benchmarks/parity.py") == {"quality:cifar:moco": False, "throughput": False}  # not imported
+    for unread in (".gitignore", ".ci/run", "constraints/minimal.txt"):  # no benchmark reads them
+        assert changed(unread) == {"quality:cifar:moco": False, "throughput": False}, unread
+    assert changed("constraints/ci.txt") == {"quality:cifar:moco": True, "throughput": True}  # the pins it runs with
     other_args = refresh.Unit(moco.name, [*moco.argv, "--epochs", "3"], methods=("moco",))
     assert _key(other_args, files, texts) != base[moco.name]
 
