@@ -180,6 +180,15 @@ def set_reference(d: dict, ref: dict) -> None:
     d.setdefault("references", {})[ref["backbone"]] = ref
 
 
+def batch_label(methods: dict[str, dict]) -> str:
+    """The batch size of a dataset's rows: ``batch 256``, or ``batch 256 (dino 128)`` for the recipes that differ
+    from the most common one."""
+    sizes = {m: r["batch_size"] for m, r in methods.items()}
+    common = max(sorted(set(sizes.values())), key=list(sizes.values()).count)
+    others = ", ".join(f"{m} {b}" for m, b in sizes.items() if b != common)
+    return f"batch {common}" + (f" ({others})" if others else "")
+
+
 def render(store: dict, command: str) -> None:
     parts = []
     for name, d in store["datasets"].items():
@@ -225,7 +234,7 @@ def render(store: dict, command: str) -> None:
         revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
         heading = (
             f"### {name}: {main}, {first['train_images']:,} training / {first['test_images']:,} test "
-            f"images, batch {first['batch_size']}, precision {first['precision']} (git {', '.join(revs)})"
+            f"images, {batch_label(d['methods'])}, precision {first['precision']} (git {', '.join(revs)})"
         )
         parts.append(f"""{heading}
 

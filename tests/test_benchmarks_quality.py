@@ -39,6 +39,13 @@ def test_reference_rows_are_kept_per_backbone():
     assert "reference" not in d and set(d["references"]) == {"cnn_small", "vit (depth 4)"}
 
 
+def test_the_heading_names_every_batch_size_that_differs():
+    rows = {m: {"batch_size": 256} for m in ("simclr", "byol", "moco")}
+    assert quality.batch_label(rows) == "batch 256"
+    rows["dino"] = {"batch_size": 128}
+    assert quality.batch_label(rows) == "batch 256 (dino 128)"  # was the first row's batch only
+
+
 def _add_rows(store_path: str, method: str) -> None:
     quality.STORE = Path(store_path)
     for i in range(10):
