@@ -58,8 +58,17 @@ def package_versions() -> str:
     return ", ".join(found)
 
 
-# What a benchmark number cannot depend on: the results themselves, tests and prose (globs: ``*`` spans folders).
-NOT_CODE_GLOBS = ("benchmarks/results/*", "benchmarks/*.png", "*.md", "tests/*")
+# What a benchmark number cannot depend on (globs: ``*`` spans folders): the results themselves, tests, prose, and
+# the files no benchmark reads (git's ignore list, the CI script, the minimal-versions test job's pins).
+NOT_CODE_GLOBS = (
+    "benchmarks/results/*",
+    "benchmarks/*.png",
+    "*.md",
+    "tests/*",
+    ".gitignore",
+    ".ci/*",
+    "constraints/minimal.txt",
+)
 NOT_CODE = tuple(f":!{g}" for g in NOT_CODE_GLOBS)  # as git pathspecs
 
 
@@ -83,8 +92,8 @@ def code_files(commit: str) -> dict[str, str]:
 
 def git_rev() -> str:
     """The code commit: the last commit that changed anything a number can depend on (package, recipes, benchmark
-    scripts, pins; not tests, Markdown or results), with ``-dirty`` when that code differs from it. Runs made at
-    different commits that touched only tests or prose name the same code commit."""
+    scripts, pins; not tests, Markdown, results or CI files), with ``-dirty`` when that code differs from it. Runs
+    made at different commits that touched only tests or prose name the same code commit."""
     try:
         rev = subprocess.run(
             ["git", "log", "-1", "--format=%h", "--", ".", *NOT_CODE], capture_output=True, text=True, check=True
@@ -149,6 +158,37 @@ def command_line(
     own = f"python benchmarks/{script}{opts}"
     refresh = os.environ.get("REFRESH_COMMAND")
     return f"{refresh} (one process per unit; the last here: {own})" if refresh else own
+
+
+_UNIT_COMMAND = re.compile(r"^(?P<refresh>.+) \(one process per unit; the last here: (?P<own>.+)\)$")
+
+
+def commands_text(commands: list[str]) -> str:
+    """The commands behind a section's rows, each once, in backticks: the units of one refresh
+    (:func:`command_line` under ``REFRESH_COMMAND``) as that refresh command followed by each unit's own."""
+    refreshes: dict[str, list[str]] = {}
+    plain = []
+    for c in dict.fromkeys(commands):
+        m = _UNIT_COMMAND.match(c)
+        if m:
+            refreshes.setdefault(m["refresh"], []).append(m["own"])
+        else:
+            plain.append(c)
+    parts = [f"`{c}`" for c in plain]
+    parts += [f"`{r}`, one process per unit: " + ", ".join(f"`{o}`" for o in owns) for r, owns in refreshes.items()]
+    return "; ".join(parts)
+
+
+def machine_tags(machines: list[list[str]]) -> tuple[list[str], str]:
+    """Short tags for the machines each row ran on (``A``, ``B``, ... in order of first appearance; ``A, B`` for a
+    row whose runs spread over two) and the legend that spells the tags out. A row that recorded no machine (from
+    before rows named theirs) gets ``?``."""
+    order = list(dict.fromkeys(m for ms in machines for m in ms))
+    tag = {m: chr(ord("A") + i) for i, m in enumerate(order)}
+    legend = "; ".join(f"**{tag[m]}**: {m}" for m in order)
+    if any(not ms for ms in machines):
+        legend += ("; " if legend else "") + "**?**: not recorded (a row from before rows named their machine)"
+    return [", ".join(tag[m] for m in ms) or "?" for ms in machines], legend
 
 
 def print_section(key: str) -> None:

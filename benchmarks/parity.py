@@ -69,9 +69,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (
     command_line,
+    commands_text,
     git_rev,
     load_json,
     machine,
+    machine_tags,
     markdown_table,
     method_names,
     print_section,
@@ -91,6 +93,7 @@ from ssl_transfer.train import pretrain  # noqa: E402
 STORE = Path(__file__).parent / "results" / "parity.json"
 SUBSET = "../shared/datasets/cifar10_subset.npz"
 BACKBONE = "cnn_small"
+DEFAULT_SEEDS = (0, 1, 2)  # each side runs every seed; the rule compares the spreads
 EXAMPLE_SGD = {
     "optimizer": "sgd",
     "lr": 0.06,
@@ -772,21 +775,37 @@ def optim_text(o: dict) -> str:
     return ", ".join(parts)
 
 
+def verdict(r: dict) -> str:
+    """A row's meets cell: ``yes`` or ``**no**`` once every seed it was asked for is done (the rule needs a spread
+    to compare against), else ``pending (k of n seeds)``."""
+    wanted = r.get("seeds_wanted", DEFAULT_SEEDS)
+    if not set(wanted) <= set(r["seeds_done"]) or len(r["seeds_done"]) < 2:
+        return f"pending ({len(r['seeds_done'])} of {len(wanted)} seeds)"
+    (rm, rs), (om, _) = summarize(r["reference"]), summarize(r["ours"])
+    return "yes" if om >= rm - 2 * rs else "**no**"
+
+
+def mean_sd_text(values: list[float]) -> str:
+    """``40.63 ± 0.91`` in percent, or ``34.70 (1 seed)`` where there is no spread yet."""
+    m, sd = summarize(values)
+    return f"{100 * m:.2f} ± {100 * sd:.2f}" if len(values) > 1 else f"{100 * m:.2f} (1 seed)"
+
+
 def render(store: dict) -> None:
     rows = []
     floors = {}  # backbone -> its random-init kNN, for the prose
-    for name, r in store["methods"].items():
+    tags, legend = machine_tags([r.get("machines", []) for r in store["methods"].values()])
+    for (name, r), tag in zip(store["methods"].items(), tags):
         rnd = r.get("random_init", store["random_init"])  # rows from before per-backbone floors: cnn_small's
         floors[r.get("backbone", BACKBONE)] = rnd
         rm, rs = summarize(r["reference"])
-        om, os_ = summarize(r["ours"])
-        meets = om >= rm - 2 * rs
+        om, _ = summarize(r["ours"])
         st = r["setting"]
         rows.append(
             [
                 name,
-                f"{100 * rm:.2f} ± {100 * rs:.2f}",
-                f"{100 * om:.2f} ± {100 * os_:.2f}",
+                mean_sd_text(r["reference"]),
+                mean_sd_text(r["ours"]),
                 f"{100 * (om - rm):+.2f}",
                 f"{100 * (rm - rnd):+.1f}" + ("" if rm - 2 * rs > rnd else " (not clear)"),
                 f"{st['epochs']} x {st['batch']}",
@@ -794,7 +813,8 @@ def render(store: dict) -> None:
                 f"{statistics.fmean(r['ref_seconds_each']):.0f} / {statistics.fmean(r['ours_seconds_each']):.0f}",
                 ", ".join(map(str, r["seeds_done"])),
                 r["git"],
-                "yes" if meets else "**no**",
+                tag,
+                verdict(r),
             ]
         )
     table = markdown_table(
@@ -809,25 +829,29 @@ def render(store: dict) -> None:
             "s per run (ref / ours)",
             "seeds",
             "git",
+            "machine",
             "meets",
         ],
         rows,
     )
-    commands = sorted({r["command"] for r in store["methods"].values()})
+    commands = commands_text(sorted(r["command"] for r in store["methods"].values()))
     body = f"""## Parity with reference implementations (issue 12)
 
-On {store["machine"]}, CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}` (MAE: a small
+Machines (the machine column): {legend}.
+
+CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}` (MAE: a small
 ViT), each method at its row's budget and optimizer on both sides; ours in precision {store.get("precision", "?")}.
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
 with SimCLR's transform; ae, dae, vae: a plain loop from the paper. Ours: `ssl_transfer.pretrain` configured the same
 (see `benchmarks/parity.py`). Paired: per seed both sides start from the same backbone weights and see the images in
-the same order (our trainer's sampler). Meets: ours' mean >= reference mean - 2 sd. A row is informative when the
+the same order (our trainer's sampler). Meets: ours' mean >= reference mean - 2 sd, judged once every seed of the
+row is done. A row is informative when the
 reference clearly beats the random encoder of its row's backbone (its mean - 2 sd above it; "not clear" otherwise).
 Random-init kNN (seed 0): {"; ".join(f"`{b}` {100 * v:.2f}%" for b, v in floors.items())}. The git column is the
 code commit of each row (the last commit that changed anything but tests, prose and results).
 
-Command{"s" if len(commands) > 1 else ""}: {"; ".join(f"`{c}`" for c in commands)}
+Commands: {commands}
 
 {table}
 """
@@ -868,7 +892,7 @@ def method_setting(spec: Spec, args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(m for m in METHODS.names() if m not in NO_REFERENCE))
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     ap.add_argument("--epochs", type=int, default=12, help="for the methods whose spec sets none")
     ap.add_argument("--batch-size", type=int, default=64, help="for the methods whose spec sets none")
     ap.add_argument(
@@ -935,6 +959,7 @@ def main() -> None:
             else:
                 print(f"parity: {name} keeps seeds {r['seeds_done']} from {STORE}", flush=True)
             r["random_init"] = floor(spec.backbone)  # the row's own backbone (MAE: a ViT)
+            r["seeds_wanted"] = sorted(set(r["seeds_done"]) | set(seeds))
             r["backbone"] = spec.backbone[0]
             for seed in seeds:
                 if seed in r["seeds_done"]:
@@ -950,6 +975,7 @@ def main() -> None:
                 r["ours_seconds_each"] = [*r.get("ours_seconds_each", []), t2 - t1]
                 r["seeds_done"].append(seed)
                 r["git"], r["command"] = rev, command
+                r["machines"] = list(dict.fromkeys([*r.get("machines", []), shared["machine"]]))
                 print(
                     f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
                     f"{100 * r['ours'][-1]:.2f}%  ({t1 - t0:.0f} s / {t2 - t1:.0f} s)",

@@ -42,6 +42,7 @@ from benchmarks.common import (
     command_line,
     git_rev,
     machine,
+    machine_tags,
     markdown_table,
     method_names,
     print_section,
@@ -189,19 +190,25 @@ def batch_label(methods: dict[str, dict]) -> str:
     return f"batch {common}" + (f" ({others})" if others else "")
 
 
+def dataset_rows(d: dict) -> list[tuple[str | int, dict]]:
+    """A dataset entry's rows in table order: each method as registered, then the random-init rows (by index)."""
+    refs = list(d.get("references", {}).values()) or ([d["reference"]] if "reference" in d else [])
+    out: list[tuple[str | int, dict]] = [(m, d["methods"][m]) for m in METHODS.names() if m in d["methods"]]
+    return out + list(enumerate(refs))
+
+
 def render(store: dict, command: str) -> None:
     parts = []
+    every = [r for d in store["datasets"].values() for _, r in dataset_rows(d)]
+    tags, legend = machine_tags([[r["machine"]] if r.get("machine") else [] for r in every])
+    tag_of = {id(r): t for r, t in zip(every, tags)}
     for name, d in store["datasets"].items():
         rows = []
-        refs = list(d.get("references", {}).values()) or ([d["reference"]] if "reference" in d else [])
         main = statistics.mode(r["backbone"] for r in d["methods"].values())  # the backbone most rows share
-        for m in [*METHODS.names(), *range(len(refs))]:
-            r = d["methods"].get(m) if isinstance(m, str) else refs[m]
-            if r is None:
-                continue
+        for m, r in dataset_rows(d):
             if not isinstance(m, str):
                 rows.append(
-                    [r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}"]
+                    [r["method"], "-", "-", "-", "-", f"{100 * r['knn_top1']:.2f}", f"{100 * r['linear_top1']:.2f}", ""]
                 )
             else:
                 curve = " ".join(f"{100 * c['knn_top1']:.0f}" for c in r.get("monitor", []))
@@ -217,6 +224,7 @@ def render(store: dict, command: str) -> None:
                         curve or "-",
                     ]
                 )
+            rows[-1].append(tag_of[id(r)])
         first = next(iter(d["methods"].values()))
         table = markdown_table(
             [
@@ -228,8 +236,9 @@ def render(store: dict, command: str) -> None:
                 "kNN top-1 %",
                 "linear top-1 %",
                 "monitored kNN % (before training, then each epoch)",
+                "machine",
             ],
-            [r + [""] * (8 - len(r)) for r in rows],
+            rows,
         )
         revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
         heading = (
@@ -242,8 +251,10 @@ def render(store: dict, command: str) -> None:
 """)
     body = f"""## Every method at a fixed epoch budget: kNN and linear probe, time per epoch (issues 6, 12)
 
-On {store["machine"]}, seed {store["seed"]}; each dataset's rows name the commit that produced them. Bundled recipes
-with only the budget changed (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset
+Machines (the machine column): {legend}.
+
+Seed {store["seed"]}; each dataset's rows name the commit that produced them. Bundled recipes with only the budget
+changed (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR-10 subset
 `recipes/<method>_cifar10.yaml` on `../shared/datasets/cifar10_subset.npz` with `cnn_small` (MAE: its ViT with 4
 blocks, against a random ViT of its own); cifar50k: the 50,000
 training JPEGs, decoded once into memory, tested on the subset's exact 1,000 test images, recipes at their own
@@ -314,7 +325,7 @@ def main() -> None:
             ds = dataset(name, Path(args.data_dir))
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in with_teacher_first(methods, out_dir / f"{ds.name}-{TEACHER_METHOD}"):
-                r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev}
+                r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev, "machine": machine()}
                 update_store(name, lambda d, m=m, r=r: d["methods"].__setitem__(m, r), seed=args.seed)
                 print(
                     f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
@@ -324,7 +335,7 @@ def main() -> None:
             stored = json.loads(STORE.read_text())["datasets"][name]
             for label, m in backbones_of(stored, methods).items():  # one random-init row per backbone used
                 if stored.get("references", {}).get(label, {}).get("git") != rev or args.reference:
-                    ref = {**random_init(ds, m, args.seed), "git": rev}
+                    ref = {**random_init(ds, m, args.seed), "git": rev, "machine": machine()}
                     update_store(name, lambda d, ref=ref: set_reference(d, ref), seed=args.seed)
     if not args.no_render:
         render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))
@@ -337,7 +348,7 @@ def update_store(dataset_name: str, change, seed: int) -> None:
 
     def apply(store: dict) -> None:
         store.setdefault("datasets", {})
-        store.update(machine=machine(), git=git_rev(), seed=seed)
+        store.update(git=git_rev(), seed=seed)
         change(store["datasets"].setdefault(dataset_name, {"methods": {}}))
 
     update_json(STORE, apply)

@@ -32,7 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import TEACHER_METHOD, code_files, distils, git_rev, load_json, save_json, write_section  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    TEACHER_METHOD,
+    code_files,
+    distils,
+    git_rev,
+    is_code,
+    load_json,
+    save_json,
+    write_section,
+)
 from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
@@ -143,10 +152,6 @@ def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
     return seen
 
 
-# Code files no benchmark reads: git's ignore list, the CI script, the minimal-versions test job's pins.
-NOT_READ = (".gitignore", ".ci/*", "constraints/minimal.txt")
-
-
 def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str:
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
@@ -158,9 +163,7 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
     for path, blob in sorted(files.items()):
-        if path.startswith("benchmarks/") and path not in bench:
-            continue
-        if any(fnmatch.fnmatch(path, g) for g in NOT_READ):
+        if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
         if any(fnmatch.fnmatch(path, g) for g in owned):
             continue

@@ -169,3 +169,72 @@ def test_a_run_keeps_the_rows_other_processes_wrote(tmp_path, monkeypatch):
     methods = json.loads(store.read_text())["methods"]
     assert set(methods) == {"ae", "moco", "dae"}
     assert methods["dae"]["ours"] == [0.5] and methods["dae"]["git"] == "new" and methods["ae"]["git"] == "old"
+
+
+def _render(monkeypatch, methods: dict) -> dict[str, str]:
+    """Each table row of the parity section rendered from a store with ``methods``, by method name."""
+    import benchmarks.parity as parity
+
+    written: dict[str, str] = {}
+    monkeypatch.setattr(parity, "write_section", lambda name, body: written.setdefault(name, body))
+    parity.render({"random_init": 0.30, "methods": methods})
+    rows = {ln.split("|")[1].strip(): ln for ln in written["parity"].splitlines() if ln.startswith("| ")}
+    return {**rows, "_body": written["parity"]}
+
+
+def _row(seeds: list[int], ref: list[float], ours: list[float], **more) -> dict:
+    return {
+        "setting": {"epochs": 1, "batch": 8, "optim": sgd_setting("benchmark", 8)},
+        "reference": ref,
+        "ours": ours,
+        "ref_seconds_each": [1.0],
+        "ours_seconds_each": [1.0],
+        "seeds_done": seeds,
+        "git": "abc1234",
+        "command": "python benchmarks/parity.py",
+        **more,
+    }
+
+
+def test_a_row_is_judged_only_when_every_seed_is_done(monkeypatch):
+    """One seed has no spread: the rule cannot judge it ("± 0.00 ... yes" before); it reads pending."""
+    rows = _render(
+        monkeypatch,
+        {
+            "vae": _row([0], [0.347], [0.347], seeds_wanted=[0, 1, 2]),
+            "ae": _row([0, 1], [0.40, 0.41], [0.40, 0.41], seeds_wanted=[0, 1, 2]),
+            "simclr": _row([0, 1, 2], [0.40, 0.41, 0.42], [0.41, 0.41, 0.41], seeds_wanted=[0, 1, 2]),
+            "triplet": _row([0, 1, 2], [0.433, 0.428, 0.425], [0.428, 0.406, 0.408]),  # no seeds_wanted: 0, 1, 2
+        },
+    )
+    assert rows["vae"].endswith("| pending (1 of 3 seeds) |") and "34.70 (1 seed)" in rows["vae"]
+    assert "± 0.00" not in rows["vae"]
+    assert rows["ae"].endswith("| pending (2 of 3 seeds) |")
+    assert rows["simclr"].endswith("| yes |") and rows["triplet"].endswith("| **no** |")
+
+
+def test_each_row_names_the_machines_it_ran_on(monkeypatch):
+    """Rows of one table ran in different sessions, on different CPUs: each row tags its own."""
+    rows = _render(
+        monkeypatch,
+        {
+            "ae": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=["Intel Xeon"]),
+            "simclr": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=["AMD EPYC"]),
+            "moco": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=["Intel Xeon", "AMD EPYC"]),
+            "byol": _row([0, 1, 2], [0.4] * 3, [0.4] * 3),
+        },
+    )
+    assert "| A | yes |" in rows["ae"] and "| B | yes |" in rows["simclr"]
+    assert "| A, B | yes |" in rows["moco"] and "| ? | yes |" in rows["byol"]
+    assert "**A**: Intel Xeon; **B**: AMD EPYC; **?**: not recorded" in rows["_body"]
+
+
+def test_a_refresh_names_its_command_once():
+    from benchmarks.common import commands_text
+
+    unit = "python benchmarks/refresh.py --data-dir D (one process per unit; the last here: python {})"
+    text = commands_text([unit.format("p.py --methods ae"), unit.format("p.py --methods vae"), "python p.py"])
+    assert text == (
+        "`python p.py`; `python benchmarks/refresh.py --data-dir D`, one process per unit: "
+        "`python p.py --methods ae`, `python p.py --methods vae`"
+    )

@@ -58,3 +58,43 @@ def test_side_by_side_runs_keep_each_others_rows(tmp_path: Path, side_by_side):
     side_by_side(_add_rows, [(str(store), m) for m in "abcd"])
     rows = quality.json.loads(store.read_text())["datasets"]["cifar"]["methods"]
     assert rows == {m: {"i": 9} for m in "abcd"}
+
+
+def test_each_row_names_the_machine_it_ran_on(monkeypatch):
+    """The 50k rows ran in many sessions on different CPUs; the heading used to name the last writer's for all."""
+
+    def row(machine: str | None) -> dict:
+        r = {
+            "backbone": "cnn_small",
+            "augment": "cifar",
+            "epochs": 20,
+            "epoch_seconds": 100.0,
+            "images_per_s": 500.0,
+            "knn_top1": 0.6,
+            "linear_top1": 0.62,
+            "batch_size": 256,
+            "train_images": 50000,
+            "test_images": 1000,
+            "precision": "bf16-mixed",
+            "git": "abc",
+        }
+        return {**r, "machine": machine} if machine else r
+
+    ref = {"method": "random-init cnn_small (reference)", "backbone": "cnn_small", "knn_top1": 0.38, "linear_top1": 0.4}
+    store = {
+        "seed": 0,
+        "datasets": {
+            "cifar50k": {
+                "methods": {"simclr": row("AMD EPYC"), "byol": row("Intel Xeon"), "moco": row(None)},
+                "references": {"cnn_small": {**ref, "machine": "Intel Xeon"}},
+            }
+        },
+    }
+    written: dict[str, str] = {}
+    monkeypatch.setattr(quality, "write_section", lambda name, body: written.setdefault(name, body))
+    monkeypatch.setattr(quality, "plot_curves", lambda store: None)
+    quality.render(store, "python benchmarks/quality.py")
+    rows = {ln.split("|")[1].strip(): ln for ln in written["quality"].splitlines() if ln.startswith("| ")}
+    assert rows["byol"].endswith("| A |") and rows["moco"].endswith("| ? |") and rows["simclr"].endswith("| B |")
+    assert rows["random-init cnn_small (reference)"].endswith("| A |")
+    assert "**A**: Intel Xeon; **B**: AMD EPYC; **?**: not recorded" in written["quality"]

@@ -74,7 +74,8 @@ def test_entries_from_before_keys_are_judged_by_their_inputs_at_their_commit(tmp
 
 
 def test_finished_units_are_judged_by_todays_key_of_their_commit_not_the_key_stored_then(tmp_path, monkeypatch):
-    """A change to what a key leaves out (e.g. ``NOT_READ``) must not redo units whose inputs did not change."""
+    """A change to what a key leaves out (e.g. ``common.NOT_CODE_GLOBS``) must not redo units whose inputs did not
+    change."""
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     done = {"a": {"git": "old1234", "key": "old-a"}, "b": {"git": "old1234", "key": "old-b"}}
     refresh.save_json(refresh.STATE, {"git": "old1234", "done": done})
