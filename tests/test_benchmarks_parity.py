@@ -238,3 +238,11 @@ def test_a_refresh_names_its_command_once():
         "`python p.py`; `python benchmarks/refresh.py --data-dir D`, one process per unit: "
         "`python p.py --methods ae`, `python p.py --methods vae`"
     )
+
+
+def test_a_row_runs_its_specs_seeds_unless_the_command_line_names_them():
+    from benchmarks.parity import DEFAULT_SEEDS, row_seeds
+
+    assert row_seeds(SPECS["simclr"], None) == list(DEFAULT_SEEDS) == [0, 1, 2]
+    assert row_seeds(SPECS["triplet"], None) == list(range(10))  # its runs swing too much for three
+    assert row_seeds(SPECS["triplet"], [0]) == [0]
