@@ -318,14 +318,14 @@ def main() -> None:
     )
     args = ap.parse_args()
     methods = method_names(args.methods)
-    rev = git_rev()
+    rev, host = git_rev(), machine()  # one process, one machine
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(args.runs_dir or tmp)
         for name in args.datasets.split(","):
             ds = dataset(name, Path(args.data_dir))
             epochs = {"mnist": args.epochs_mnist, "cifar": args.epochs_cifar, "cifar50k": args.epochs_cifar50k}[name]
             for m in with_teacher_first(methods, out_dir / f"{ds.name}-{TEACHER_METHOD}"):
-                r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev, "machine": machine()}
+                r = {**run_method(ds, m, epochs, out_dir, args.seed), "git": rev, "machine": host}
                 update_store(name, lambda d, m=m, r=r: d["methods"].__setitem__(m, r), seed=args.seed)
                 print(
                     f"[{name}] {m:12s} kNN {100 * r['knn_top1']:.2f}%  linear {100 * r['linear_top1']:.2f}%  "
@@ -335,7 +335,7 @@ def main() -> None:
             stored = json.loads(STORE.read_text())["datasets"][name]
             for label, m in backbones_of(stored, methods).items():  # one random-init row per backbone used
                 if stored.get("references", {}).get(label, {}).get("git") != rev or args.reference:
-                    ref = {**random_init(ds, m, args.seed), "git": rev, "machine": machine()}
+                    ref = {**random_init(ds, m, args.seed), "git": rev, "machine": host}
                     update_store(name, lambda d, ref=ref: set_reference(d, ref), seed=args.seed)
     if not args.no_render:
         render(json.loads(STORE.read_text()), command_line("quality.py", ap, args))
