@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ssl_transfer.data.augment_spec import AugmentConfig
 from ssl_transfer.data.datasets import ArrayDataset, FileDataset
+from ssl_transfer.data.resized_crop import EdgeAlignedResizedCrop
 from ssl_transfer.errors import UserError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def augment_steps(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
 # one crop warp for the whole batch ("resample"); kornia's default "slice" crops and resizes image by image (2-3x
 # slower on CPU for 28-32 px batches; crops are upsampled, so neither needs antialiasing)
 _KORNIA: dict[str, Any] = {
-    "crop": lambda size, scale, ratio: K.RandomResizedCrop(size, scale=scale, ratio=ratio, cropping_mode="resample"),
+    "crop": lambda size, scale, ratio: EdgeAlignedResizedCrop(size, scale, ratio),
     "hflip": lambda p: K.RandomHorizontalFlip(p=p),
     "affine": lambda degrees, translate, scale: K.RandomAffine(
         degrees=degrees, translate=translate, scale=scale, p=1.0
