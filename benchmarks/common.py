@@ -157,10 +157,10 @@ def command_line(
     )
     own = f"python benchmarks/{script}{opts}"
     refresh = os.environ.get("REFRESH_COMMAND")
-    return f"{refresh} (one process per unit; the last here: {own})" if refresh else own
+    return f"{refresh}{_UNIT_OF}{own})" if refresh else own
 
 
-_UNIT_COMMAND = re.compile(r"^(?P<refresh>.+) \(one process per unit; the last here: (?P<own>.+)\)$")
+_UNIT_OF = " (one process per unit; the last here: "  # joins a refresh's command and its unit's in command_line
 
 
 def commands_text(commands: list[str]) -> str:
@@ -169,9 +169,9 @@ def commands_text(commands: list[str]) -> str:
     refreshes: dict[str, list[str]] = {}
     plain = []
     for c in dict.fromkeys(commands):
-        m = _UNIT_COMMAND.match(c)
-        if m:
-            refreshes.setdefault(m["refresh"], []).append(m["own"])
+        if _UNIT_OF in c and c.endswith(")"):
+            refresh, own = c[:-1].split(_UNIT_OF, 1)
+            refreshes.setdefault(refresh, []).append(own)
         else:
             plain.append(c)
     parts = [f"`{c}`" for c in plain]

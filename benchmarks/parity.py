@@ -954,13 +954,15 @@ def main() -> None:
             floors[backbone] = random_init_knn(*backbone, data)
         return floors[backbone]
 
-    shared = {"machine": machine(), "random_init": floor((BACKBONE, ()))}
+    host = machine()
+    shared = {"random_init": floor((BACKBONE, ()))}
 
     def save(name: str, r: dict, **more: Any) -> None:
         """Write this method's entry (and the store-wide fields) into the store as it is now on disk: another
         process (a paired refresh unit) may have written other methods' entries since this one started."""
 
         def change(store: dict) -> None:
+            store.pop("machine", None)  # stores before rows named their machines had one for all
             store.update(shared, **more)
             store.setdefault("methods", {})[name] = r
 
@@ -993,7 +995,7 @@ def main() -> None:
                 r["ours_seconds_each"] = [*r.get("ours_seconds_each", []), t2 - t1]
                 r["seeds_done"].append(seed)
                 r["git"], r["command"] = rev, command
-                r["machines"] = list(dict.fromkeys([*r.get("machines", []), shared["machine"]]))
+                r["machines"] = list(dict.fromkeys([*r.get("machines", []), host]))
                 print(
                     f"[{name}] seed {seed}: reference {100 * r['reference'][-1]:.2f}%  ours "
                     f"{100 * r['ours'][-1]:.2f}%  ({t1 - t0:.0f} s / {t2 - t1:.0f} s)",

@@ -229,14 +229,24 @@ def test_each_row_names_the_machines_it_ran_on(monkeypatch):
     assert "**A**: Intel Xeon; **B**: AMD EPYC; **?**: not recorded" in rows["_body"]
 
 
-def test_a_refresh_names_its_command_once():
-    from benchmarks.common import commands_text
+def test_a_refresh_names_its_command_once(monkeypatch):
+    import argparse
 
-    unit = "python benchmarks/refresh.py --data-dir D (one process per unit; the last here: python {})"
-    text = commands_text([unit.format("p.py --methods ae"), unit.format("p.py --methods vae"), "python p.py"])
+    from benchmarks.common import command_line, commands_text
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="all")
+
+    def unit(methods: str) -> str:  # what a refresh unit's process records, through command_line itself
+        return command_line("p.py", ap, ap.parse_args(["--methods", methods]))
+
+    monkeypatch.setenv("REFRESH_COMMAND", "python benchmarks/refresh.py --data-dir D")
+    units = [unit("ae"), unit("vae")]
+    monkeypatch.delenv("REFRESH_COMMAND")
+    text = commands_text([*units, unit("all")])
     assert text == (
-        "`python p.py`; `python benchmarks/refresh.py --data-dir D`, one process per unit: "
-        "`python p.py --methods ae`, `python p.py --methods vae`"
+        "`python benchmarks/p.py`; `python benchmarks/refresh.py --data-dir D`, one process per unit: "
+        "`python benchmarks/p.py --methods ae`, `python benchmarks/p.py --methods vae`"
     )
 
 

@@ -90,8 +90,8 @@ def augment_steps(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
     return steps
 
 
-# one crop warp for the whole batch ("resample"); kornia's default "slice" crops and resizes image by image (2-3x
-# slower on CPU for 28-32 px batches; crops are upsampled, so neither needs antialiasing)
+# the crop is one grid_sample for the whole batch with torchvision's pixel geometry (resized_crop.py): kornia's
+# "resample" warp maps corner pixel centres (more zoom than torchvision), its "slice" mode resizes image by image
 _KORNIA: dict[str, Any] = {
     "crop": lambda size, scale, ratio: EdgeAlignedResizedCrop(size, scale, ratio),
     "hflip": lambda p: K.RandomHorizontalFlip(p=p),

@@ -19,7 +19,8 @@ def test_presets_keep_shape_range_and_vary_per_image(preset, channels):
     x = torch.rand(1, channels, 28, 28).expand(8, -1, -1, -1).contiguous()
     torch.manual_seed(0)
     y = aug(x)
-    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    # kornia's blur kernel sums to 1 within float32 rounding: a pixel of 1.0 may come out 2e-7 above it
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1 + 1e-6
     if preset != "none":
         assert not torch.allclose(y[0], y[1]), "parameters must be drawn per image"
         assert not torch.allclose(aug(x), y), "a new draw per call"
@@ -90,6 +91,6 @@ def test_both_backends_build_the_same_steps_from_one_spec(preset, channels):
     assert len(kornia) == len(batched_ops) and len(pil) == len(per_image_ops)
     names = {"crop": "RandomResizedCrop", "hflip": "RandomHorizontalFlip", "affine": "RandomAffine"}
     for op, k in zip(batched_ops, kornia):
-        assert names.get(op, k) == k
+        assert {**names, "crop": "EdgeAlignedResizedCrop"}.get(op, k) == k
     for op, p in zip(per_image_ops, pil):
         assert names.get(op, p) == p

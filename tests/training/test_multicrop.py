@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kornia.augmentation as K
 import pytest
 import torch
 
@@ -23,7 +24,7 @@ def test_local_pipeline_crops_small_and_resizes():
     assert aug is not None and build_local_augment(AugmentConfig(), 3, (32, 32)) is None
     x = torch.rand(5, 3, 32, 32)
     assert aug(x).shape == (5, 3, 16, 16)
-    crop = next(op for op in aug.ops if type(op).__name__ == "RandomResizedCrop")
+    crop = next(op for op in aug.ops if isinstance(op, K.RandomResizedCrop))
     assert tuple(crop._param_generator.scale) == pytest.approx((0.05, 0.3))  # not the global crop_scale
     sized = AugmentConfig(local_views=2, local_size=12, local_crop_scale=(1.0, 1.0))  # no crop: plain resize
     out = build_local_augment(sized, 3, (32, 32))(x)
