@@ -53,9 +53,10 @@ def edge_aligned_grid(box: Tensor, size: tuple[int, int], image_size: tuple[int,
 
 class EdgeAlignedResizedCrop(K.RandomResizedCrop):
     """Batched RandomResizedCrop: (B, C, H, W) -> (B, C, *size), a box per image drawn as kornia (and torchvision)
-    draw it, resized bilinearly as torchvision resizes a crop (one ``grid_sample`` for the batch). Crops are
-    upsampled (global views) or shrunk by at most ~1.3x (multi-crop's local views), so like kornia it does not
-    antialias; torchvision's antialiasing changes only the shrunk local views, and only slightly."""
+    draw it, resized bilinearly as torchvision resizes a crop (one ``grid_sample`` for the batch). Global views'
+    crops are upsampled; multi-crop's local views shrink a crop by up to 1.3x at DINO's setting (0.05-0.4 of a
+    32 px image to 16 px). Like kornia's crop it does not antialias a shrinking crop, where torchvision's per-image
+    path (``backend: pil``) does."""
 
     def __init__(self, size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float]) -> None:
         super().__init__(size, scale=scale, ratio=ratio, cropping_mode="resample")
