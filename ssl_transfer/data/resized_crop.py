@@ -38,24 +38,27 @@ def edge_aligned_transform(box: Tensor, size: tuple[int, int]) -> Tensor:
 def edge_aligned_grid(box: Tensor, size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
     """``grid_sample`` grid (B, H, W, 2) for ``align_corners=True`` that resizes the inclusive boxes ``box``
     (B, 4, 2) of an (H_in, W_in) = ``image_size`` batch to ``size`` (H, W) as ``F.interpolate(align_corners=False)``
-    resizes a crop: output pixel ``i`` reads ``x0 + (i + 0.5) * w / W - 0.5``, clamped to the crop."""
+    resizes a crop: the inverse of ``edge_aligned_transform`` (output pixel ``i`` reads
+    ``x0 + (i + 0.5) * w / W - 0.5``), clamped to the crop."""
     (out_h, out_w), (in_h, in_w) = size, image_size
+    m = edge_aligned_transform(box, size)
     x0, y0 = box[:, 0, 0:1], box[:, 0, 1:2]
     x1, y1 = box[:, 2, 0:1], box[:, 2, 1:2]
-    i = torch.arange(out_w, dtype=box.dtype, device=box.device) + 0.5
-    j = torch.arange(out_h, dtype=box.dtype, device=box.device) + 0.5
-    xs = torch.minimum(torch.maximum(x0 + i * (x1 - x0 + 1) / out_w - 0.5, x0), x1)  # (B, W)
-    ys = torch.minimum(torch.maximum(y0 + j * (y1 - y0 + 1) / out_h - 0.5, y0), y1)  # (B, H)
-    xs = xs * (2 / max(in_w - 1, 1)) - 1
-    ys = ys * (2 / max(in_h - 1, 1)) - 1
+    i = torch.arange(out_w, dtype=box.dtype, device=box.device)
+    j = torch.arange(out_h, dtype=box.dtype, device=box.device)
+    xs = (i - m[:, 0, 2:3]) / m[:, 0, 0:1]  # (B, W): source x of each output column
+    ys = (j - m[:, 1, 2:3]) / m[:, 1, 1:2]  # (B, H)
+    xs = torch.minimum(torch.maximum(xs, x0), x1) * (2 / max(in_w - 1, 1)) - 1
+    ys = torch.minimum(torch.maximum(ys, y0), y1) * (2 / max(in_h - 1, 1)) - 1
     return torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), dim=-1)
 
 
 class EdgeAlignedResizedCrop(K.RandomResizedCrop):
     """Batched RandomResizedCrop: (B, C, H, W) -> (B, C, *size), a box per image drawn as kornia (and torchvision)
-    draw it, resized bilinearly as torchvision resizes a crop (one ``grid_sample`` for the batch). Crops are
-    upsampled (global views) or shrunk by at most ~1.3x (multi-crop's local views), so like kornia it does not
-    antialias; torchvision's antialiasing changes only the shrunk local views, and only slightly."""
+    draw it, resized bilinearly as torchvision resizes a crop (one ``grid_sample`` for the batch). Global views'
+    crops are upsampled; multi-crop's local views shrink a crop by up to 1.3x at DINO's setting (0.05-0.4 of a
+    32 px image to 16 px). Like kornia's crop it does not antialias a shrinking crop, where torchvision's per-image
+    path (``backend: pil``) does."""
 
     def __init__(self, size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float]) -> None:
         super().__init__(size, scale=scale, ratio=ratio, cropping_mode="resample")

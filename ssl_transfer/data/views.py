@@ -93,7 +93,7 @@ def augment_steps(cfg: AugmentConfig, channels: int, image_size: tuple[int, int]
 # the crop is one grid_sample for the whole batch with torchvision's pixel geometry (resized_crop.py): kornia's
 # "resample" warp maps corner pixel centres (more zoom than torchvision), its "slice" mode resizes image by image
 _KORNIA: dict[str, Any] = {
-    "crop": lambda size, scale, ratio: EdgeAlignedResizedCrop(size, scale, ratio),
+    "crop": EdgeAlignedResizedCrop,
     "hflip": lambda p: K.RandomHorizontalFlip(p=p),
     "affine": lambda degrees, translate, scale: K.RandomAffine(
         degrees=degrees, translate=translate, scale=scale, p=1.0
