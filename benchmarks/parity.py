@@ -34,7 +34,7 @@ more than the spread of some references over three seeds; a shared order keeps t
 
 Both encoders go through the same FAISS kNN (k=20, T=0.07) on the CIFAR-10 subset's 1,000 test images. A method
 meets parity when its mean is at least the reference's mean minus 2 standard deviations (over seeds): seeds 0, 1,
-2, or more where three cannot measure the spread (``Spec.seeds``: moco and triplet run 10).
+2, or more where three cannot measure the spread (a spec's ``seeds``; ``--help`` names them).
 """
 
 from __future__ import annotations

@@ -7,18 +7,20 @@
 The code commit is the last commit that changed anything a number can depend on (``benchmarks.common.git_rev``:
 everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
-the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the blob of every code file
-it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only its
-script and what that imports). At a later code commit a unit whose key is unchanged would compute from identical
-code, so it stays done; the others run again. A run stopped by the end of a session (or a kill) continues where it
-left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each (faster on
-2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code commit once.
-The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
+the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
+file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
+its script and what that imports; Python files by their syntax tree less docstrings, :func:`code_id`). At a later
+code commit a unit whose key is unchanged would compute from the same code (up to comments, docstrings and
+formatting), so it stays done; the others run again. A run stopped by the end of a session (or a kill) continues
+where it left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each
+(faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code
+commit once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import functools
 import hashlib
@@ -171,14 +173,44 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     return h.hexdigest()[:16]
 
 
+_CODE_IDS: dict[str, str] = {}  # blob -> code id; a blob names its content, so this holds across commits
+
+
+def code_id(path: str, blob: str, read) -> str:
+    """What a number can depend on in the file ``path`` (git ``blob``; ``read(path)``: its text): for Python
+    source, a hash of its syntax tree less docstrings, so that comments, docstrings and formatting do not count
+    (no code reads a docstring but ``argparse``'s ``--help``); for any other file (and Python that does not parse),
+    the blob itself."""
+    if not path.endswith(".py"):
+        return blob
+    if blob not in _CODE_IDS:
+        try:
+            tree = ast.parse(read(path))
+        except SyntaxError:
+            _CODE_IDS[blob] = blob
+        else:
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if (
+                    isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and body
+                    and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)
+                ):
+                    node.body = body[1:]
+            _CODE_IDS[blob] = "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:20]
+    return _CODE_IDS[blob]
+
+
 def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str, str]:
-    """Each unit's :func:`unit_key` at ``commit``."""
-    files = code_files(commit)
+    """Each unit's :func:`unit_key` at ``commit``, from each file's :func:`code_id`."""
 
     @functools.cache  # every unit of one script reads the same few files
     def read(path: str) -> str:
         return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
 
+    files = {path: code_id(path, blob, read) for path, blob in code_files(commit).items()}
     return {u.name: unit_key(u, files, methods, read) for u in unit_list}
 
 
@@ -273,8 +305,9 @@ def stamp(rev: str) -> None:
     write_section(
         "refresh",
         f"Every table below except the GPU protocol's comes from the code of commit **{rev}** "
-        "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was identical to "
-        f"{rev}'s (a table's git names the commit it ran at; `benchmarks/results/refresh.json` has each unit's).",
+        "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was the same as "
+        f"{rev}'s, up to comments, docstrings and formatting (a table's git names the commit it ran at; "
+        "`benchmarks/results/refresh.json` has each unit's).",
         first=True,
     )
 

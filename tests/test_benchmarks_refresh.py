@@ -179,6 +179,37 @@ def test_keys_at_a_commit_read_the_git_tree(tmp_path, monkeypatch):
     assert three["mnist_knn:moco"] != two["mnist_knn:moco"]  # through `from benchmarks import common`
 
 
+def test_comments_docstrings_and_formatting_do_not_change_a_key_code_does(tmp_path, monkeypatch):
+    """A docstring fix must not throw away hours of finished units; a changed constant must."""
+    import subprocess
+
+    def commit(text: str, recipe: str) -> dict[str, str]:
+        (tmp_path / "ssl_transfer" / "methods" / "moco.py").write_text(text)
+        (tmp_path / "recipes" / "moco_cifar10.yaml").write_text(recipe)
+        for args in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+            subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return refresh.keys_at("HEAD", units, ["moco"])
+
+    (tmp_path / "ssl_transfer" / "methods").mkdir(parents=True)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "quality.py").write_text("a = 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    units = [refresh.Unit("quality:cifar:moco", ["py", "benchmarks/quality.py"], methods=("moco",))]
+    monkeypatch.chdir(tmp_path)
+    code = '"""Mod."""\n\n\nclass A:\n    """Cls."""\n\n    def f(self, x):\n        """Fn."""\n        return x + 1\n'
+    base = commit(code, "lr: 0.1\n")
+    prose = (
+        '"""Other mod."""\nclass A:\n    """Other."""\n    # a comment\n'
+        "    def f( self, x ):\n        return x+1  # why\n"
+    )
+    assert commit(prose, "lr: 0.1\n") == base
+    assert commit(prose.replace("x+1", "x+2"), "lr: 0.1\n") != base
+    assert commit(prose.replace("# a comment", "'not a docstring'"), "lr: 0.1\n") != base
+    assert commit(code, "lr: 0.1  # a yaml comment\n") != base  # other files count byte for byte
+    assert commit("def broken(:\n", "lr: 0.1\n") != base  # unparsable Python counts by its blob
+
+
 def test_a_failing_unit_stops_the_refresh_and_names_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
