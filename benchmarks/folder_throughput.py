@@ -161,6 +161,20 @@ def lightly_train_command(run: Path, train: Path, size: int, seed: int, args: ar
     ]
 
 
+def lightly_train_version(executable: str) -> str:
+    """The version of LightlyTrain installed beside ``executable`` (its virtual environment's ``python``); a missing
+    executable stops the benchmark with one line before any work."""
+    python = Path(executable).parent / "python"
+    if not Path(executable).is_file() or not python.is_file():
+        raise SystemExit(
+            f"folder_throughput.py: no LightlyTrain at {executable} (--lightly-train: the lightly-train executable of "
+            "a virtual environment); make one: python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install "
+            "torch==2.14.1 torchvision==0.29.1 lightly-train"
+        )
+    code = "import importlib.metadata as m; print(m.version('lightly-train'))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
     import torch
     import torchvision
@@ -242,6 +256,7 @@ def main() -> None:
     about = {
         "git": git_rev(),
         "machine": machine(),
+        "lightly_train": lightly_train_version(args.lightly_train),
         "cpus": _pin(),
         "command": command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train")),
     }
@@ -372,7 +387,12 @@ def render(store: dict) -> None:
             continue
         s = study["settings"]
         abouts = list({json.dumps(a, sort_keys=True): a for a in study["sizes"].values()}.values())
-        machines = "; ".join(dict.fromkeys(a["machine"] for a in abouts))
+        machines = "; ".join(
+            dict.fromkeys(
+                a["machine"] + (f", lightly-train {a['lightly_train']}" if a.get("lightly_train") else "")
+                for a in abouts
+            )
+        )
         commands = "; ".join(
             f"`{'taskset -c ' + a['cpus'] + ' ' if a.get('cpus') else ''}{a['command']}`" for a in abouts
         )

@@ -15,6 +15,9 @@ formatting), so it stays done; the others run again. A run stopped by the end of
 where it left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each
 (faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code
 commit once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
+The folder comparisons with LightlyTrain (the last units, one core pinned) run its ``lightly-train`` from its own
+virtual environment (``--lightly-train``; AGPL, never imported): a refresh that has them left and no such
+executable says how to make one before it runs anything.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Unit:
     paired: bool = False  # may run beside another paired unit, one thread each
     env: dict[str, str] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None  # the methods whose files it reads; None: every method's
+    prefix: tuple[str, ...] = ()  # run under this command (``taskset -c 1``: a timing pinned to one core)
+    needs: tuple[tuple[str, str], ...] = ()  # (path, how to make it): files it runs, checked before any unit runs
 
 
 def method_inputs(m: str) -> tuple[str, ...]:
@@ -66,9 +71,18 @@ def method_inputs(m: str) -> tuple[str, ...]:
 
 
 EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
+LIGHTLY_TRAIN = "/tmp/ltvenv/bin/lightly-train"
+LIGHTLY_TRAIN_SETUP = (
+    "python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 lightly-train "
+    "(its own environment: AGPL, never imported here)"
+)
+# The folder comparisons with LightlyTrain (issue 15): (training images, epochs, image sizes) of each table, each
+# size one unit, timed on one pinned core as the tables were measured.
+FOLDER_STUDIES = ((4000, 10, (64, 128)), (1000, 2, (64, 128, 224)))
+PIN = ("taskset", "-c", "1")
 
 
-def units(data_dir: str) -> list[Unit]:
+def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     """Every unit of a refresh, in the order they run: the riskiest first (parity, whose rule a method can fail,
     so that a fix resets as little finished work as possible), then the longest (50k CIFAR-10), then the rest;
     later units read encoders that earlier ones keep under ``benchmarks/runs``."""
@@ -124,7 +138,30 @@ def units(data_dir: str) -> list[Unit]:
             [*py, "benchmarks/linear_probe.py", *(a for c in cases for a in ("--case", c)), "--data-dir", data_dir],
         )
     )
+    out.append(Unit("folder_startup", [*py, "benchmarks/folder_startup.py"]))
+    out += [
+        Unit(
+            f"folder_throughput:n{n}-e{epochs}:{size}",
+            [*py, "benchmarks/folder_throughput.py", "--sizes", str(size), "--n-train", str(n), "--epochs", str(epochs)]
+            + ["--data-dir", data_dir, "--lightly-train", lightly_train, "--work", f"{RUNS}/folder_throughput"],
+            prefix=PIN,
+            needs=((lightly_train, LIGHTLY_TRAIN_SETUP),),
+        )
+        for n, epochs, sizes in FOLDER_STUDIES
+        for size in sizes
+    ]
     return out
+
+
+def missing_needs(unit_list: list[Unit], state: dict) -> list[str]:
+    """One line per missing file that units not done yet run: the path, the first such unit, how to make it."""
+    first: dict[str, tuple[str, str]] = {}
+    for u in unit_list:
+        if u.name not in state["done"]:
+            for path, how in u.needs:
+                if not Path(path).exists():
+                    first.setdefault(path, (u.name, how))
+    return [f"{path} (for {name}, ...): {how}" for path, (name, how) in first.items()]
 
 
 # The files that belong to one method alone (``{m}``: its name): the module named after it and its recipes. A
@@ -164,6 +201,8 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     script = unit.argv[1] if len(unit.argv) > 1 else ""
     bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
+    if unit.prefix:
+        h.update(repr(unit.prefix).encode())
     for path, blob in sorted(files.items()):
         if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
@@ -277,8 +316,9 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
     while todo or running:
         if todo and (not running or (todo[0].paired and len(running) < jobs and running[0][0].paired)):
             u = todo.pop(0)
-            print(f"refresh: {u.name}: {' '.join(u.argv[1:])}", flush=True)
-            running.append((u, subprocess.Popen(u.argv, env={**os.environ, **u.env}), time.perf_counter()))
+            print(f"refresh: {u.name}: {' '.join([*u.prefix, *u.argv[1:]])}", flush=True)
+            proc = subprocess.Popen([*u.prefix, *u.argv], env={**os.environ, **u.env})
+            running.append((u, proc, time.perf_counter()))
             continue
         while True:  # wait for whichever ends first
             ended = [e for e in running if e[1].poll() is not None]
@@ -317,6 +357,7 @@ def main() -> None:
     ap.add_argument(
         "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="the 50k CIFAR-10 JPEGs (extracted once)"
     )
+    ap.add_argument("--lightly-train", default=LIGHTLY_TRAIN, help="LightlyTrain's executable, in its own venv")
     ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
     ap.add_argument(
         "--only",
@@ -333,7 +374,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     rev = git_rev()
-    unit_list = units(args.data_dir)
+    unit_list = units(args.data_dir, args.lightly_train)
     methods = METHODS.names()
     then: dict[str, dict[str, str]] = {}
 
@@ -357,6 +398,8 @@ def main() -> None:
         last = state.get("seconds", {})
         for name in left:
             print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min)" if name in last else ""))
+        for line in missing_needs(unit_list, state):
+            print(f"  missing: {line}")
         wall, unknown = time_left(unit_list, state, args.jobs)
         print(
             f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
@@ -367,6 +410,11 @@ def main() -> None:
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
     chosen = select(unit_list, args.only)
+    missing = missing_needs(chosen, state)
+    if missing:  # before hours of other units, not when the refresh reaches the unit
+        raise SystemExit(
+            "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
+        )
     run(chosen, state, keys, jobs=args.jobs)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:

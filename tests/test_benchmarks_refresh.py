@@ -305,3 +305,50 @@ def test_parity_units_run_first_then_the_50k_units():
     first_other = next(i for i, k in enumerate(kinds) if k != "parity")
     assert set(kinds[:first_other]) == {"parity"} and "parity" not in kinds[first_other:]
     assert kinds[first_other] == "quality:cifar50k"
+
+
+def test_every_cpu_section_of_results_md_is_written_by_a_unit():
+    """The stamp says every table but the GPU protocol's comes from one commit: the folder comparisons with
+    LightlyTrain (issue 15) had no unit, so their tables kept an older commit under that claim."""
+    import re
+
+    written = set()
+    for u in refresh.units("/tmp/cifar"):
+        script = ROOT / u.argv[1]
+        written |= set(re.findall(r'write_section\(\s*"(\w+)"', script.read_text()))
+    sections = set(re.findall(r"<!-- (\w+):start -->", (ROOT / "benchmarks" / "RESULTS.md").read_text()))
+    assert sections - {"refresh", "gpu_protocol"} <= written, sections - written
+
+
+def test_a_prefixed_unit_runs_under_its_prefix_and_the_prefix_is_in_its_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    out = tmp_path / "out"
+    code = f"import os; open({str(out)!r}, 'w').write(os.environ['PINNED'])"
+    unit = refresh.Unit("pinned", [sys.executable, "-c", code], prefix=("env", "PINNED=yes"))
+    refresh.run([unit], refresh.load_state("abc1234", {}))
+    assert out.read_text() == "yes"
+    plain = refresh.Unit("t", ["py", "benchmarks/throughput.py"])
+    pinned = refresh.Unit("t", ["py", "benchmarks/throughput.py"], prefix=refresh.PIN)
+    assert _key(plain, {}, {}) != _key(pinned, {}, {})
+
+
+def test_a_missing_executable_a_unit_left_needs_is_named_with_how_to_make_it(tmp_path):
+    here, gone = tmp_path / "lt", tmp_path / "nothing" / "lt"
+    here.write_text("")
+    units = [
+        refresh.Unit("a", ["py", "x.py"], needs=((str(gone), "make it so"),)),
+        refresh.Unit("b", ["py", "x.py"], needs=((str(here), "fine"),)),
+        refresh.Unit("c", ["py", "x.py"], needs=((str(gone), "make it so"),)),
+    ]
+    assert refresh.missing_needs(units, {"done": {}}) == [f"{gone} (for a, ...): make it so"]
+    assert refresh.missing_needs(units, {"done": {"a": {}, "c": {}}}) == []  # done: nothing to run it for
+    folder = [u for u in refresh.units("/tmp/cifar", str(gone)) if u.name.startswith("folder_throughput:")]
+    assert {u.name for u in folder} == {
+        "folder_throughput:n4000-e10:64",
+        "folder_throughput:n4000-e10:128",
+        "folder_throughput:n1000-e2:64",
+        "folder_throughput:n1000-e2:128",
+        "folder_throughput:n1000-e2:224",
+    }
+    assert all(u.prefix == refresh.PIN and u.needs[0][0] == str(gone) for u in folder)
+    assert "pip install" in refresh.missing_needs(folder, {"done": {}})[0]
