@@ -47,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
     save_json,
     write_section,
 )
+from benchmarks.folder_throughput import LIGHTLY_TRAIN, LIGHTLY_TRAIN_SETUP  # noqa: E402
 from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
@@ -71,11 +72,6 @@ def method_inputs(m: str) -> tuple[str, ...]:
 
 
 EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
-LIGHTLY_TRAIN = "/tmp/ltvenv/bin/lightly-train"
-LIGHTLY_TRAIN_SETUP = (
-    "python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 lightly-train "
-    "(its own environment: AGPL, never imported here)"
-)
 # The folder comparisons with LightlyTrain (issue 15): (training images, epochs, image sizes) of each table, each
 # size one unit, timed on one pinned core as the tables were measured.
 FOLDER_STUDIES = ((4000, 10, (64, 128)), (1000, 2, (64, 128, 224)))
