@@ -911,7 +911,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(m for m in METHODS.names() if m not in NO_REFERENCE))
     ap.add_argument(
-        "--seeds", help="comma-separated, for every method; default: 0, 1, 2, or the spec's count (moco, triplet: 0-9)"
+        "--seeds",
+        help="comma-separated, for every method; default: 0, 1, 2, or the spec's count ("
+        + ", ".join(f"{m}: 0-{s.seeds - 1}" for m, s in SPECS.items() if s.seeds)
+        + ")",
     )
     ap.add_argument("--epochs", type=int, default=12, help="for the methods whose spec sets none")
     ap.add_argument("--batch-size", type=int, default=64, help="for the methods whose spec sets none")

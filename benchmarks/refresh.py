@@ -9,9 +9,10 @@ everything but tests, Markdown and results), and the tree must be clean. Work is
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
 the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
 file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
-its script and what that imports; Python files by their syntax tree less docstrings, :func:`code_id`). At a later
-code commit a unit whose key is unchanged would compute from the same code (up to comments, docstrings and
-formatting), so it stays done; the others run again. A run stopped by the end of a session (or a kill) continues
+its script and what that imports, less other methods' entries in its per-method tables; Python files by their
+syntax tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged
+would compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
+again. A run stopped by the end of a session (or a kill) continues
 where it left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each
 (faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code
 commit once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
@@ -204,18 +205,42 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
             continue
         if any(fnmatch.fnmatch(path, g) for g in owned):
             continue
+        if path.startswith("benchmarks/"):
+            blob = without_methods(path, blob, read, frozenset(others), frozenset(methods))
         h.update(f"{path} {blob}\n".encode())
     return h.hexdigest()[:16]
 
 
 _CODE_IDS: dict[str, str] = {}  # blob -> code id; a blob names its content, so this holds across commits
+_TABLE_IDS: dict[tuple[str, frozenset[str]], str] = {}  # (code id, methods left out) -> code id
+
+
+def _tree_id(tree: ast.AST) -> str:
+    return "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:20]
+
+
+def _without_prose(tree: ast.Module) -> ast.Module:
+    """``tree`` less what no number reads: docstrings, and the ``help=`` text of calls (argparse's ``--help``)."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "help"]
+    return tree
 
 
 def code_id(path: str, blob: str, read) -> str:
     """What a number can depend on in the file ``path`` (git ``blob``; ``read(path)``: its text): for Python
-    source, a hash of its syntax tree less docstrings, so that comments, docstrings and formatting do not count
-    (no code reads a docstring but ``argparse``'s ``--help``); for any other file (and Python that does not parse),
-    the blob itself."""
+    source, a hash of its syntax tree less docstrings and ``help=`` texts, so that comments, docstrings, help and
+    formatting do not count (nothing but ``--help`` reads them); for any other file (and Python that does not
+    parse), the blob itself."""
     if not path.endswith(".py"):
         return blob
     if blob not in _CODE_IDS:
@@ -224,18 +249,30 @@ def code_id(path: str, blob: str, read) -> str:
         except SyntaxError:
             _CODE_IDS[blob] = blob
         else:
-            for node in ast.walk(tree):
-                body = getattr(node, "body", None)
-                if (
-                    isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                    and body
-                    and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)
-                ):
-                    node.body = body[1:]
-            _CODE_IDS[blob] = "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:20]
+            _CODE_IDS[blob] = _tree_id(_without_prose(tree))
     return _CODE_IDS[blob]
+
+
+def without_methods(path: str, cid: str, read, drop: frozenset[str], methods: frozenset[str]) -> str:
+    """The :func:`code_id` ``cid`` of the benchmark ``path``, less the entries of the methods in ``drop`` in each
+    module-level table keyed by method names (parity.py's ``SPECS``): a unit that runs moco's parity reads moco's
+    spec, not simsiam's, so a change to simsiam's spec does not redo moco's finished seeds."""
+    if not drop or not cid.startswith("ast:"):
+        return cid
+    if (cid, drop) not in _TABLE_IDS:
+        tree = _without_prose(ast.parse(read(path)))
+        cut = False
+        for node in tree.body:
+            table = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if not (isinstance(table, ast.Dict) and table.keys):
+                continue
+            names = [k.value if isinstance(k, ast.Constant) else None for k in table.keys]
+            if all(n in methods for n in names):
+                kept = [(k, v) for n, k, v in zip(names, table.keys, table.values) if n not in drop]
+                cut |= len(kept) < len(names)
+                table.keys, table.values = [k for k, _ in kept], [v for _, v in kept]
+        _TABLE_IDS[cid, drop] = _tree_id(tree) if cut else cid
+    return _TABLE_IDS[cid, drop]
 
 
 def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str, str]:

@@ -210,6 +210,39 @@ def test_comments_docstrings_and_formatting_do_not_change_a_key_code_does(tmp_pa
     assert commit("def broken(:\n", "lr: 0.1\n") != base  # unparsable Python counts by its blob
 
 
+def test_a_methods_entry_in_a_benchmark_table_and_help_texts_are_out_of_other_units_keys(tmp_path, monkeypatch):
+    """Giving simsiam's parity spec 10 seeds must not redo moco's finished parity seeds (it did: parity.py is one file
+    in every parity unit's key); a help text changes no number; a shared constant or a mixed table still counts."""
+    import subprocess
+
+    def commit(text: str) -> dict[str, str]:
+        (tmp_path / "benchmarks" / "parity.py").write_text(text)
+        for args in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+            subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return refresh.keys_at("HEAD", units, ["moco", "simsiam"])
+
+    (tmp_path / "benchmarks").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    units = [
+        refresh.Unit(f"parity:{m}", ["py", "benchmarks/parity.py", "--methods", m], methods=(m,))
+        for m in ("moco", "simsiam")
+    ]
+    monkeypatch.chdir(tmp_path)
+    code = (
+        "SGD = {'lr': 0.1}\n"
+        "SPECS: dict = {'moco': dict(SGD, seeds=10), 'simsiam': dict(SGD)}\n"
+        "MIXED = {'moco': 1, 'other': 2}\n"
+        "ap.add_argument('--seeds', help='default 0-2; moco: 0-9')\n"
+    )
+    base = commit(code)
+    simsiam10 = commit(code.replace("dict(SGD)}", "dict(SGD, seeds=10)}"))
+    assert simsiam10["parity:moco"] == base["parity:moco"] and simsiam10["parity:simsiam"] != base["parity:simsiam"]
+    assert commit(code.replace("moco: 0-9", "moco, simsiam: 0-9")) == base
+    assert commit(code.replace("seeds=10)", "seeds=3)"))["parity:moco"] != base["parity:moco"]
+    assert all(v != base[u] for u, v in commit(code.replace("'lr': 0.1", "'lr': 0.2")).items())
+    assert all(v != base[u] for u, v in commit(code.replace("'other': 2", "'other': 3")).items())
+
+
 def test_a_failing_unit_stops_the_refresh_and_names_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
