@@ -586,7 +586,8 @@ SPECS: dict[str, Spec] = {
     ),
     # SimSiam's reference at 12 x 64 is 36.2 (random 33.3): too close to tell; 25 epochs with a 2-epoch warm-up
     # of the benchmark SGD reach 40.5 (PROBES.md). Like moco and triplet it needs 10 seeds: the reference's seeds
-    # 0-2 lay within 0.4 at 137de36 (38.83 +- 0.23), its seeds 3 / 4 read 36.2 / 35.2 (PROBES.md, stop 48).
+    # 0-2 lay within 0.4 at 137de36 (38.83 +- 0.23), a floor ours missed; over 10 seeds ref 37.83 +- 1.47, ours
+    # 37.22 +- 1.91, and float32 changes nothing (PROBES.md, stop 48).
     "simsiam": Spec(
         lambda b, d: SimSiamRef(b),
         {"proj_hidden_dim": 512, "proj_out_dim": 128, "pred_hidden_dim": 64, "fix_predictor_lr": False},
