@@ -9,16 +9,15 @@ everything but tests, Markdown and results), and the tree must be clean. Work is
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
 the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
 file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
-its script and what that imports, less other methods' entries in its per-method tables; Python files by their
-syntax tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged
-would compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
-again. A run stopped by the end of a session (or a kill) continues
-where it left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each
-(faster on 2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code
-commit once. The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
-The folder comparisons with LightlyTrain (the last units, one core pinned) run its ``lightly-train`` from its own
-virtual environment (``--lightly-train``; AGPL, never imported): a refresh that has them left and no such
-executable says how to make one before it runs anything.
+its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
+tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged would
+compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
+again. A run stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
+units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
+When every unit is done, the top of RESULTS.md names the code commit once. The GPU protocol table is not part of it:
+it needs a GPU (``benchmarks/protocol_reference.py``). The folder comparisons with LightlyTrain (the last units, one
+core pinned) run its ``lightly-train`` from its own virtual environment (``--lightly-train``; AGPL, never imported):
+a refresh that has them left and no such executable says how to make one before it runs anything.
 """
 
 from __future__ import annotations
@@ -192,7 +191,8 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
     methods it does not run, and benchmark scripts its own does not import, are left out."""
-    others = set(methods) - set(unit.methods) if unit.methods is not None else set()
+    others = frozenset(methods) - set(unit.methods) if unit.methods is not None else frozenset()
+    names = frozenset(methods)
     own = {defining_module(m) for m in unit.methods or ()}
     owned = [p for m in others for p in (g.format(m=m) for g in METHOD_FILES) if p not in own]
     script = unit.argv[1] if len(unit.argv) > 1 else ""
@@ -206,7 +206,7 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
         if any(fnmatch.fnmatch(path, g) for g in owned):
             continue
         if path.startswith("benchmarks/"):
-            blob = without_methods(path, blob, read, frozenset(others), frozenset(methods))
+            blob = without_methods(path, blob, read, others, names)
         h.update(f"{path} {blob}\n".encode())
     return h.hexdigest()[:16]
 
