@@ -161,6 +161,26 @@ def lightly_train_command(run: Path, train: Path, size: int, seed: int, args: ar
     ]
 
 
+LIGHTLY_TRAIN = "/tmp/ltvenv/bin/lightly-train"  # the default executable, in LightlyTrain's own environment
+LIGHTLY_TRAIN_SETUP = (
+    "python -m venv /tmp/ltvenv && /tmp/ltvenv/bin/pip install torch==2.14.1 torchvision==0.29.1 lightly-train "
+    "(its own environment: AGPL, never imported here)"
+)
+
+
+def lightly_train_version(executable: str) -> str:
+    """The version of LightlyTrain installed beside ``executable`` (its virtual environment's ``python``); a missing
+    executable stops the benchmark with one line before any work."""
+    python = Path(executable).parent / "python"
+    if not Path(executable).is_file() or not python.is_file():
+        raise SystemExit(
+            f"folder_throughput.py: no LightlyTrain at {executable} (--lightly-train: the lightly-train executable of "
+            f"a virtual environment); make one: {LIGHTLY_TRAIN_SETUP}"
+        )
+    code = "import importlib.metadata as m; print(m.version('lightly-train'))"
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_lightly_train(train: Path, test: Path, size: int, seed: int, args: argparse.Namespace, out: Path) -> dict:
     import torch
     import torchvision
@@ -224,7 +244,7 @@ def _knn(encoder: Any, data: Any) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default="/tmp/cifar", help="the 50k CIFAR-10 JPEGs (benchmarks/cifar_data.py)")
-    ap.add_argument("--lightly-train", default="/tmp/ltvenv/bin/lightly-train")
+    ap.add_argument("--lightly-train", default=LIGHTLY_TRAIN)
     ap.add_argument("--sizes", default="64,128,224")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-train", type=int, default=1000)
@@ -242,6 +262,7 @@ def main() -> None:
     about = {
         "git": git_rev(),
         "machine": machine(),
+        "lightly_train": lightly_train_version(args.lightly_train),
         "cpus": _pin(),
         "command": command_line("folder_throughput.py", ap, args, skip=("work", "lightly_train")),
     }
@@ -372,7 +393,12 @@ def render(store: dict) -> None:
             continue
         s = study["settings"]
         abouts = list({json.dumps(a, sort_keys=True): a for a in study["sizes"].values()}.values())
-        machines = "; ".join(dict.fromkeys(a["machine"] for a in abouts))
+        machines = "; ".join(
+            dict.fromkeys(
+                a["machine"] + (f", lightly-train {a['lightly_train']}" if a.get("lightly_train") else "")
+                for a in abouts
+            )
+        )
         commands = "; ".join(
             f"`{'taskset -c ' + a['cpus'] + ' ' if a.get('cpus') else ''}{a['command']}`" for a in abouts
         )

@@ -7,18 +7,23 @@
 The code commit is the last commit that changed anything a number can depend on (``benchmarks.common.git_rev``:
 everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
-the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the blob of every code file
-it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only its
-script and what that imports). At a later code commit a unit whose key is unchanged would compute from identical
-code, so it stays done; the others run again. A run stopped by the end of a session (or a kill) continues where it
-left off. The quality benchmark's 50k units and the parity units run two at a time with one thread each (faster on
-2 cores than one process with two). When every unit is done, the top of RESULTS.md names the code commit once.
-The GPU protocol table is not part of it: it needs a GPU (``benchmarks/protocol_reference.py``).
+the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
+file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
+its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
+tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged would
+compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
+again. A run stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
+units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
+When every unit is done, the top of RESULTS.md names the code commit once. The GPU protocol table is not part of it:
+it needs a GPU (``benchmarks/protocol_reference.py``). The folder comparisons with LightlyTrain (the last units, one
+core pinned) run its ``lightly-train`` from its own virtual environment (``--lightly-train``; AGPL, never imported):
+a refresh that has them left and no such executable says how to make one before it runs anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import fnmatch
 import functools
 import hashlib
@@ -42,6 +47,7 @@ from benchmarks.common import (  # noqa: E402
     save_json,
     write_section,
 )
+from benchmarks.folder_throughput import LIGHTLY_TRAIN, LIGHTLY_TRAIN_SETUP  # noqa: E402
 from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
 
@@ -56,6 +62,8 @@ class Unit:
     paired: bool = False  # may run beside another paired unit, one thread each
     env: dict[str, str] = field(default_factory=dict)
     methods: tuple[str, ...] | None = None  # the methods whose files it reads; None: every method's
+    prefix: tuple[str, ...] = ()  # run under this command (``taskset -c 1``: a timing pinned to one core)
+    needs: tuple[tuple[str, str], ...] = ()  # (path, how to make it): files it runs, checked before any unit runs
 
 
 def method_inputs(m: str) -> tuple[str, ...]:
@@ -64,9 +72,13 @@ def method_inputs(m: str) -> tuple[str, ...]:
 
 
 EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
+# The folder comparisons with LightlyTrain (issue 15): (training images, epochs, image sizes) of each table, each
+# size one unit, timed on one pinned core as the tables were measured.
+FOLDER_STUDIES = ((4000, 10, (64, 128)), (1000, 2, (64, 128, 224)))
+PIN = ("taskset", "-c", "1")
 
 
-def units(data_dir: str) -> list[Unit]:
+def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     """Every unit of a refresh, in the order they run: the riskiest first (parity, whose rule a method can fail,
     so that a fix resets as little finished work as possible), then the longest (50k CIFAR-10), then the rest;
     later units read encoders that earlier ones keep under ``benchmarks/runs``."""
@@ -122,7 +134,30 @@ def units(data_dir: str) -> list[Unit]:
             [*py, "benchmarks/linear_probe.py", *(a for c in cases for a in ("--case", c)), "--data-dir", data_dir],
         )
     )
+    out.append(Unit("folder_startup", [*py, "benchmarks/folder_startup.py"]))
+    out += [
+        Unit(
+            f"folder_throughput:n{n}-e{epochs}:{size}",
+            [*py, "benchmarks/folder_throughput.py", "--sizes", str(size), "--n-train", str(n), "--epochs", str(epochs)]
+            + ["--data-dir", data_dir, "--lightly-train", lightly_train, "--work", f"{RUNS}/folder_throughput"],
+            prefix=PIN,
+            needs=((lightly_train, LIGHTLY_TRAIN_SETUP),),
+        )
+        for n, epochs, sizes in FOLDER_STUDIES
+        for size in sizes
+    ]
     return out
+
+
+def missing_needs(unit_list: list[Unit], state: dict) -> list[str]:
+    """One line per missing file that units not done yet run: the path, the first such unit, how to make it."""
+    first: dict[str, tuple[str, str]] = {}
+    for u in unit_list:
+        if u.name not in state["done"]:
+            for path, how in u.needs:
+                if not Path(path).exists():
+                    first.setdefault(path, (u.name, how))
+    return [f"{path} (for {name}, ...): {how}" for path, (name, how) in first.items()]
 
 
 # The files that belong to one method alone (``{m}``: its name): the module named after it and its recipes. A
@@ -156,29 +191,98 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
     methods it does not run, and benchmark scripts its own does not import, are left out."""
-    others = set(methods) - set(unit.methods) if unit.methods is not None else set()
+    others = frozenset(methods) - set(unit.methods) if unit.methods is not None else frozenset()
+    names = frozenset(methods)
     own = {defining_module(m) for m in unit.methods or ()}
     owned = [p for m in others for p in (g.format(m=m) for g in METHOD_FILES) if p not in own]
     script = unit.argv[1] if len(unit.argv) > 1 else ""
     bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
+    if unit.prefix:
+        h.update(repr(unit.prefix).encode())
     for path, blob in sorted(files.items()):
         if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
         if any(fnmatch.fnmatch(path, g) for g in owned):
             continue
+        if path.startswith("benchmarks/"):
+            blob = without_methods(path, blob, read, others, names)
         h.update(f"{path} {blob}\n".encode())
     return h.hexdigest()[:16]
 
 
+_CODE_IDS: dict[str, str] = {}  # blob -> code id; a blob names its content, so this holds across commits
+_TABLE_IDS: dict[tuple[str, frozenset[str]], str] = {}  # (code id, methods left out) -> code id
+
+
+def _tree_id(tree: ast.AST) -> str:
+    return "ast:" + hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:20]
+
+
+def _without_prose(tree: ast.Module) -> ast.Module:
+    """``tree`` less what no number reads: docstrings, and the ``help=`` text of calls (argparse's ``--help``)."""
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "help"]
+    return tree
+
+
+def code_id(path: str, blob: str, read) -> str:
+    """What a number can depend on in the file ``path`` (git ``blob``; ``read(path)``: its text): for Python
+    source, a hash of its syntax tree less docstrings and ``help=`` texts, so that comments, docstrings, help and
+    formatting do not count (nothing but ``--help`` reads them); for any other file (and Python that does not
+    parse), the blob itself."""
+    if not path.endswith(".py"):
+        return blob
+    if blob not in _CODE_IDS:
+        try:
+            tree = ast.parse(read(path))
+        except SyntaxError:
+            _CODE_IDS[blob] = blob
+        else:
+            _CODE_IDS[blob] = _tree_id(_without_prose(tree))
+    return _CODE_IDS[blob]
+
+
+def without_methods(path: str, cid: str, read, drop: frozenset[str], methods: frozenset[str]) -> str:
+    """The :func:`code_id` ``cid`` of the benchmark ``path``, less the entries of the methods in ``drop`` in each
+    module-level table keyed by method names (parity.py's ``SPECS``): a unit that runs moco's parity reads moco's
+    spec, not simsiam's, so a change to simsiam's spec does not redo moco's finished seeds."""
+    if not drop or not cid.startswith("ast:"):
+        return cid
+    if (cid, drop) not in _TABLE_IDS:
+        tree = _without_prose(ast.parse(read(path)))
+        cut = False
+        for node in tree.body:
+            table = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if not (isinstance(table, ast.Dict) and table.keys):
+                continue
+            names = [k.value if isinstance(k, ast.Constant) else None for k in table.keys]
+            if all(n in methods for n in names):
+                kept = [(k, v) for n, k, v in zip(names, table.keys, table.values) if n not in drop]
+                cut |= len(kept) < len(names)
+                table.keys, table.values = [k for k, _ in kept], [v for _, v in kept]
+        _TABLE_IDS[cid, drop] = _tree_id(tree) if cut else cid
+    return _TABLE_IDS[cid, drop]
+
+
 def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str, str]:
-    """Each unit's :func:`unit_key` at ``commit``."""
-    files = code_files(commit)
+    """Each unit's :func:`unit_key` at ``commit``, from each file's :func:`code_id`."""
 
     @functools.cache  # every unit of one script reads the same few files
     def read(path: str) -> str:
         return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
 
+    files = {path: code_id(path, blob, read) for path, blob in code_files(commit).items()}
     return {u.name: unit_key(u, files, methods, read) for u in unit_list}
 
 
@@ -245,8 +349,9 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
     while todo or running:
         if todo and (not running or (todo[0].paired and len(running) < jobs and running[0][0].paired)):
             u = todo.pop(0)
-            print(f"refresh: {u.name}: {' '.join(u.argv[1:])}", flush=True)
-            running.append((u, subprocess.Popen(u.argv, env={**os.environ, **u.env}), time.perf_counter()))
+            print(f"refresh: {u.name}: {' '.join([*u.prefix, *u.argv[1:]])}", flush=True)
+            proc = subprocess.Popen([*u.prefix, *u.argv], env={**os.environ, **u.env})
+            running.append((u, proc, time.perf_counter()))
             continue
         while True:  # wait for whichever ends first
             ended = [e for e in running if e[1].poll() is not None]
@@ -273,8 +378,9 @@ def stamp(rev: str) -> None:
     write_section(
         "refresh",
         f"Every table below except the GPU protocol's comes from the code of commit **{rev}** "
-        "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was identical to "
-        f"{rev}'s (a table's git names the commit it ran at; `benchmarks/results/refresh.json` has each unit's).",
+        "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was the same as "
+        f"{rev}'s, up to comments, docstrings and formatting (a table's git names the commit it ran at; "
+        "`benchmarks/results/refresh.json` has each unit's).",
         first=True,
     )
 
@@ -284,6 +390,7 @@ def main() -> None:
     ap.add_argument(
         "--data-dir", default="benchmarks/runs/cifar10_jpeg", help="the 50k CIFAR-10 JPEGs (extracted once)"
     )
+    ap.add_argument("--lightly-train", default=LIGHTLY_TRAIN, help="LightlyTrain's executable, in its own venv")
     ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
     ap.add_argument(
         "--only",
@@ -300,7 +407,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     rev = git_rev()
-    unit_list = units(args.data_dir)
+    unit_list = units(args.data_dir, args.lightly_train)
     methods = METHODS.names()
     then: dict[str, dict[str, str]] = {}
 
@@ -324,6 +431,8 @@ def main() -> None:
         last = state.get("seconds", {})
         for name in left:
             print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min)" if name in last else ""))
+        for line in missing_needs(unit_list, state):
+            print(f"  missing: {line}")
         wall, unknown = time_left(unit_list, state, args.jobs)
         print(
             f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
@@ -334,6 +443,11 @@ def main() -> None:
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
     chosen = select(unit_list, args.only)
+    missing = missing_needs(chosen, state)
+    if missing:  # before hours of other units, not when the refresh reaches the unit
+        raise SystemExit(
+            "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
+        )
     run(chosen, state, keys, jobs=args.jobs)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:

@@ -4,6 +4,8 @@ drop the short one's rows), and the table reports the per-seed ratios as well as
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -110,3 +112,27 @@ def test_lightly_train_logs_every_step_and_resumes_an_interrupted_run(tmp_path):
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     cmd = ft.lightly_train_command(run, tmp_path / "train", 64, 0, args)
     assert "resume_interrupted=true" in cmd and "overwrite=true" not in cmd
+
+
+def test_lightly_trains_version_is_read_from_its_venv_and_a_missing_one_stops_with_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no LightlyTrain at .*make one: python -m venv"):
+        ft.lightly_train_version(str(tmp_path / "nothing" / "lightly-train"))
+    venv = tmp_path / "bin"
+    venv.mkdir()
+    (venv / "lightly-train").write_text("#!/bin/sh\n")
+    (venv / "python").write_text("#!/bin/sh\necho 0.9.9\n")
+    (venv / "python").chmod(0o755)
+    assert ft.lightly_train_version(str(venv / "lightly-train")) == "0.9.9"
+
+
+def test_the_section_names_the_lightly_train_version_of_its_runs(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "RESULTS.md")
+    store = ft.studies({"studies": {}})
+    study = store["studies"].setdefault("k", {"settings": SETTINGS, "runs": {}, "sizes": {}})
+    about = {"git": "abc1234", "machine": "m", "lightly_train": "0.9.9", "cpus": "1", "command": "python x.py"}
+    ft.start_size(study, 64, about)
+    study["runs"] = {"64/0/lightly-train": {**_run(10.0, 0.3), "rate_steps": 62}, "64/0/ours": _run(20.0, 0.3)}
+    ft.render(store)
+    assert "m, lightly-train 0.9.9." in (tmp_path / "RESULTS.md").read_text()

@@ -179,6 +179,70 @@ def test_keys_at_a_commit_read_the_git_tree(tmp_path, monkeypatch):
     assert three["mnist_knn:moco"] != two["mnist_knn:moco"]  # through `from benchmarks import common`
 
 
+def test_comments_docstrings_and_formatting_do_not_change_a_key_code_does(tmp_path, monkeypatch):
+    """A docstring fix must not throw away hours of finished units; a changed constant must."""
+    import subprocess
+
+    def commit(text: str, recipe: str) -> dict[str, str]:
+        (tmp_path / "ssl_transfer" / "methods" / "moco.py").write_text(text)
+        (tmp_path / "recipes" / "moco_cifar10.yaml").write_text(recipe)
+        for args in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+            subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return refresh.keys_at("HEAD", units, ["moco"])
+
+    (tmp_path / "ssl_transfer" / "methods").mkdir(parents=True)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "quality.py").write_text("a = 1\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    units = [refresh.Unit("quality:cifar:moco", ["py", "benchmarks/quality.py"], methods=("moco",))]
+    monkeypatch.chdir(tmp_path)
+    code = '"""Mod."""\n\n\nclass A:\n    """Cls."""\n\n    def f(self, x):\n        """Fn."""\n        return x + 1\n'
+    base = commit(code, "lr: 0.1\n")
+    prose = (
+        '"""Other mod."""\nclass A:\n    """Other."""\n    # a comment\n'
+        "    def f( self, x ):\n        return x+1  # why\n"
+    )
+    assert commit(prose, "lr: 0.1\n") == base
+    assert commit(prose.replace("x+1", "x+2"), "lr: 0.1\n") != base
+    assert commit(prose.replace("# a comment", "'not a docstring'"), "lr: 0.1\n") != base
+    assert commit(code, "lr: 0.1  # a yaml comment\n") != base  # other files count byte for byte
+    assert commit("def broken(:\n", "lr: 0.1\n") != base  # unparsable Python counts by its blob
+
+
+def test_a_methods_entry_in_a_benchmark_table_and_help_texts_are_out_of_other_units_keys(tmp_path, monkeypatch):
+    """Giving simsiam's parity spec 10 seeds must not redo moco's finished parity seeds (it did: parity.py is one file
+    in every parity unit's key); a help text changes no number; a shared constant or a mixed table still counts."""
+    import subprocess
+
+    def commit(text: str) -> dict[str, str]:
+        (tmp_path / "benchmarks" / "parity.py").write_text(text)
+        for args in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+            subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return refresh.keys_at("HEAD", units, ["moco", "simsiam"])
+
+    (tmp_path / "benchmarks").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    units = [
+        refresh.Unit(f"parity:{m}", ["py", "benchmarks/parity.py", "--methods", m], methods=(m,))
+        for m in ("moco", "simsiam")
+    ]
+    monkeypatch.chdir(tmp_path)
+    code = (
+        "SGD = {'lr': 0.1}\n"
+        "SPECS: dict = {'moco': dict(SGD, seeds=10), 'simsiam': dict(SGD)}\n"
+        "MIXED = {'moco': 1, 'other': 2}\n"
+        "ap.add_argument('--seeds', help='default 0-2; moco: 0-9')\n"
+    )
+    base = commit(code)
+    simsiam10 = commit(code.replace("dict(SGD)}", "dict(SGD, seeds=10)}"))
+    assert simsiam10["parity:moco"] == base["parity:moco"] and simsiam10["parity:simsiam"] != base["parity:simsiam"]
+    assert commit(code.replace("moco: 0-9", "moco, simsiam: 0-9")) == base
+    assert commit(code.replace("seeds=10)", "seeds=3)"))["parity:moco"] != base["parity:moco"]
+    assert all(v != base[u] for u, v in commit(code.replace("'lr': 0.1", "'lr': 0.2")).items())
+    assert all(v != base[u] for u, v in commit(code.replace("'other': 2", "'other': 3")).items())
+
+
 def test_a_failing_unit_stops_the_refresh_and_names_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
@@ -274,3 +338,50 @@ def test_parity_units_run_first_then_the_50k_units():
     first_other = next(i for i, k in enumerate(kinds) if k != "parity")
     assert set(kinds[:first_other]) == {"parity"} and "parity" not in kinds[first_other:]
     assert kinds[first_other] == "quality:cifar50k"
+
+
+def test_every_cpu_section_of_results_md_is_written_by_a_unit():
+    """The stamp says every table but the GPU protocol's comes from one commit: the folder comparisons with
+    LightlyTrain (issue 15) had no unit, so their tables kept an older commit under that claim."""
+    import re
+
+    written = set()
+    for u in refresh.units("/tmp/cifar"):
+        script = ROOT / u.argv[1]
+        written |= set(re.findall(r'write_section\(\s*"(\w+)"', script.read_text()))
+    sections = set(re.findall(r"<!-- (\w+):start -->", (ROOT / "benchmarks" / "RESULTS.md").read_text()))
+    assert sections - {"refresh", "gpu_protocol"} <= written, sections - written
+
+
+def test_a_prefixed_unit_runs_under_its_prefix_and_the_prefix_is_in_its_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    out = tmp_path / "out"
+    code = f"import os; open({str(out)!r}, 'w').write(os.environ['PINNED'])"
+    unit = refresh.Unit("pinned", [sys.executable, "-c", code], prefix=("env", "PINNED=yes"))
+    refresh.run([unit], refresh.load_state("abc1234", {}))
+    assert out.read_text() == "yes"
+    plain = refresh.Unit("t", ["py", "benchmarks/throughput.py"])
+    pinned = refresh.Unit("t", ["py", "benchmarks/throughput.py"], prefix=refresh.PIN)
+    assert _key(plain, {}, {}) != _key(pinned, {}, {})
+
+
+def test_a_missing_executable_a_unit_left_needs_is_named_with_how_to_make_it(tmp_path):
+    here, gone = tmp_path / "lt", tmp_path / "nothing" / "lt"
+    here.write_text("")
+    units = [
+        refresh.Unit("a", ["py", "x.py"], needs=((str(gone), "make it so"),)),
+        refresh.Unit("b", ["py", "x.py"], needs=((str(here), "fine"),)),
+        refresh.Unit("c", ["py", "x.py"], needs=((str(gone), "make it so"),)),
+    ]
+    assert refresh.missing_needs(units, {"done": {}}) == [f"{gone} (for a, ...): make it so"]
+    assert refresh.missing_needs(units, {"done": {"a": {}, "c": {}}}) == []  # done: nothing to run it for
+    folder = [u for u in refresh.units("/tmp/cifar", str(gone)) if u.name.startswith("folder_throughput:")]
+    assert {u.name for u in folder} == {
+        "folder_throughput:n4000-e10:64",
+        "folder_throughput:n4000-e10:128",
+        "folder_throughput:n1000-e2:64",
+        "folder_throughput:n1000-e2:128",
+        "folder_throughput:n1000-e2:224",
+    }
+    assert all(u.prefix == refresh.PIN and u.needs[0][0] == str(gone) for u in folder)
+    assert "pip install" in refresh.missing_needs(folder, {"done": {}})[0]
