@@ -79,7 +79,7 @@ def test_simsiam_without_stop_gradient_collapses_and_the_monitor_says_when(quiet
     # float32 and a constant lr, so the epoch count does not change the early steps; the steps still differ in the
     # last bits between CPUs and thread counts, and the run without stop-gradient oscillates before it settles: on a
     # Xeon it first collapsed within 6 epochs, on an AMD EPYC at epoch 8 (2 threads) or 6 (1 thread); 10 epochs
-    # leave a margin. With stop-gradient the projection stays spread (std ratio > 0.75, rank > 19) on both.
+    # leave a margin. With stop-gradient the projection stays spread (std ratio > 0.75, rank > 19 on the EPYC).
     recipe = {
         "name": "collapse",
         "seed": 1,
