@@ -14,6 +14,8 @@ tree less docstrings and help texts, :func:`code_id`). At a later code commit a 
 compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
 again. A run stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
 units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
+Two refresh processes with disjoint ``--only`` lists (``--jobs 1`` each, e.g. one started on a core another has
+just freed) keep each other's records: a unit's record merges what the other wrote since.
 When every unit is done, the top of RESULTS.md names the code commit once. The GPU protocol table is not part of it:
 it needs a GPU (``benchmarks/protocol_reference.py``). The folder comparisons with LightlyTrain (the last units, one
 core pinned) run its ``lightly-train`` from its own virtual environment (``--lightly-train``; AGPL, never imported):
@@ -27,6 +29,7 @@ import ast
 import fnmatch
 import functools
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -319,6 +322,27 @@ def time_left(unit_list: list[Unit], state: dict, jobs: int = 2) -> tuple[float,
     return seconds, unknown
 
 
+def merge_recorded(state: dict, keys: dict[str, str]) -> None:
+    """Add to ``state`` the units another refresh process recorded in the state file since this one read it
+    (whose stored key is today's key for that unit, so they ran on the same inputs), and their durations: two
+    refreshes with disjoint ``--only`` lists (each on one core) then keep each other's records."""
+    for _ in range(5):  # another process may be writing the file this instant
+        try:
+            disk = load_json(STATE)
+            break
+        except json.JSONDecodeError:
+            time.sleep(0.2)
+    else:
+        raise SystemExit(f"refresh: {STATE} is not valid JSON; restore it from git (its units' runs are kept)")
+    if not disk:
+        return
+    for name, e in disk.get("done", {}).items():
+        if name not in state["done"] and e.get("key") is not None and e.get("key") == keys.get(name):
+            state["done"][name] = e
+    for name, s in disk.get("seconds", {}).items():
+        state.setdefault("seconds", {}).setdefault(name, s)
+
+
 def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, jobs: int = 2) -> None:
     """Run the units not done yet, in order; paired units ``jobs`` at a time (the next starts when one ends;
     ``jobs=1``: every unit alone, which leaves a core to other work)."""
@@ -344,6 +368,7 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
             "key": (keys or {}).get(u.name),
         }
         state.setdefault("seconds", {})[u.name] = state["done"][u.name]["seconds"]
+        merge_recorded(state, keys or {})
         save_json(STATE, state)
 
     while todo or running:

@@ -385,3 +385,21 @@ def test_a_missing_executable_a_unit_left_needs_is_named_with_how_to_make_it(tmp
     }
     assert all(u.prefix == refresh.PIN and u.needs[0][0] == str(gone) for u in folder)
     assert "pip install" in refresh.missing_needs(folder, {"done": {}})[0]
+
+
+def test_two_refreshes_with_disjoint_units_keep_each_others_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    keys = {"a": "ka", "b": "kb", "c": "kc", "x": "kx"}
+    first = refresh.load_state("abc1234", keys)  # two processes read the state before either records
+    second = refresh.load_state("abc1234", keys)
+    refresh.run([_unit("a", log)], first, keys)
+    refresh.run([_unit("b", log)], second, keys)  # records after the first: it must not drop a
+    refresh.save_json(
+        refresh.STATE,
+        {**refresh.load_json(refresh.STATE), "done": {**refresh.load_json(refresh.STATE)["done"], "c": {"key": "old"}}},
+    )
+    refresh.run([_unit("x", log)], refresh.load_state("abc1234", keys), keys)
+    state = refresh.load_state("abc1234", keys)
+    assert set(state["done"]) == {"a", "b", "x"}  # c's record is from other inputs: not done
+    assert set(state["seconds"]) >= {"a", "b"}
