@@ -395,10 +395,9 @@ def test_two_refreshes_with_disjoint_units_keep_each_others_records(tmp_path, mo
     second = refresh.load_state("abc1234", keys)
     refresh.run([_unit("a", log)], first, keys)
     refresh.run([_unit("b", log)], second, keys)  # records after the first: it must not drop a
-    refresh.save_json(
-        refresh.STATE,
-        {**refresh.load_json(refresh.STATE), "done": {**refresh.load_json(refresh.STATE)["done"], "c": {"key": "old"}}},
-    )
+    disk = refresh.load_json(refresh.STATE)
+    disk["done"]["c"] = {"key": "old"}  # a record made from other inputs than today's
+    refresh.save_json(refresh.STATE, disk)
     refresh.run([_unit("x", log)], refresh.load_state("abc1234", keys), keys)
     state = refresh.load_state("abc1234", keys)
     assert set(state["done"]) == {"a", "b", "x"}  # c's record is from other inputs: not done
