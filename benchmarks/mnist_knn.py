@@ -26,6 +26,7 @@ from benchmarks.common import (  # noqa: E402
     command_line,
     git_rev,
     machine,
+    machine_tags,
     markdown_table,
     method_names,
     save_json,
@@ -92,11 +93,16 @@ def references(path: str) -> list[dict]:
 
 
 def render(store: dict, command: str) -> None:
+    """Write the RESULTS.md section: one row per method, then the references; each row names the machine (a tag in
+    the machine column) and the heading the commits its rows ran at."""
+    methods = [store["methods"][m] for m in ORDER if m in store["methods"]]
+    refs = store.get("references", [])
+    every = methods + refs
+    tags, legend = machine_tags([[r["machine"]] if r.get("machine") else [] for r in every])
+    revs = sorted({r.get("git", "not recorded") for r in every})
     rows = []
-    for name in ORDER:
-        r = store["methods"].get(name)
-        if r is None:
-            continue
+    for r in methods:
+        name = r["method"]
         ok = "yes" if r["top1"] >= r["target"] else "**no**"
         per_epoch = r["pretrain_seconds"] / r["epochs"]
         rows.append(
@@ -113,10 +119,12 @@ def render(store: dict, command: str) -> None:
                 f"{per_epoch:.0f}",
             ]
         )
-    for r in store.get("references", []):
+    for r in refs:
         rows.append(
             [r["method"], "-", "-", "-", f"{100 * r['top1']:.2f}", f"{100 * r['top5']:.2f}", "-", "-", "-", "-"]
         )
+    for row, tag in zip(rows, tags):
+        row.append(tag)
     table = markdown_table(
         [
             "method",
@@ -129,6 +137,7 @@ def render(store: dict, command: str) -> None:
             "meets",
             "pretrain min",
             "s/epoch",
+            "machine",
         ],
         rows,
     )
@@ -136,8 +145,8 @@ def render(store: dict, command: str) -> None:
 
 Full MNIST training set (60,000 images) from `../shared/datasets/mnist.npz`, each method's bundled recipe
 (`recipes/<method>_mnist.yaml`: batch 256, AdamW lr 2e-3, 1 warm-up epoch, cosine), then FAISS kNN on the
-10,000 test images: cosine similarity, k=20, votes weighted exp(sim/0.07). Pretraining wall time on
-{store["machine"]} (git {store["git"]}).
+10,000 test images: cosine similarity, k=20, votes weighted exp(sim/0.07). Pretraining wall time on the
+machine of each row (git {", ".join(revs)}). Machines (the machine column): {legend}.
 
 Command: `{command}`
 
@@ -170,11 +179,11 @@ def main() -> None:
         save_json(STORE, store)
         render(store, store.get("command", "python benchmarks/mnist_knn.py"))
         return
-    store["machine"], store["git"] = machine(), git_rev()
-    if "references" not in store or store.get("references_git") != store["git"]:
-        store["references"], store["references_git"] = references("../shared/datasets/mnist.npz"), store["git"]
+    rev, host = git_rev(), machine()  # one process, one machine: every row it writes names both
+    if not store.get("references") or any(r.get("git") != rev for r in store["references"]):
+        store["references"] = [{**r, "git": rev, "machine": host} for r in references("../shared/datasets/mnist.npz")]
     for m in with_teacher_first(methods, Path(args.out) / f"bench-{TEACHER_METHOD}"):
-        r = run_method(m, args.override, Path(args.out))
+        r = {**run_method(m, args.override, Path(args.out)), "git": rev, "machine": host}
         store["methods"][m] = r
         print(f"{m:12s} top-1 {100 * r['top1']:.2f}%  ({r['pretrain_seconds']:.0f}s, {r['epochs']} epochs)", flush=True)
         save_json(STORE, store)
