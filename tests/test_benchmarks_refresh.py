@@ -125,6 +125,12 @@ def test_a_units_key_follows_exactly_the_files_it_reads():
     for unread in (".gitignore", ".ci/run", "constraints/minimal.txt"):  # no benchmark reads them
         assert changed(unread) == {"quality:cifar:moco": False, "throughput": False}, unread
     assert changed("constraints/ci.txt") == {"quality:cifar:moco": True, "throughput": True}  # the pins it runs with
+    probe = "ssl_transfer/evaluation/linear.py"
+    knn_only = refresh.Unit("mnist_knn:moco", ["py", "benchmarks/quality.py"], methods=("moco",), reports_linear=False)
+    f = {**files, probe: "l0"}
+    assert _key(knn_only, {**f, probe: "l1"}, texts) == _key(knn_only, f, texts)  # it reports no linear probe
+    assert _key(moco, {**f, probe: "l1"}, texts) != _key(moco, f, texts)
+    assert _key(knn_only, {**f, "ssl_transfer/train.py": "t1"}, texts) != _key(knn_only, f, texts)
     other_args = refresh.Unit(moco.name, [*moco.argv, "--epochs", "3"], methods=("moco",))
     assert _key(other_args, files, texts) != base[moco.name]
 
@@ -252,6 +258,16 @@ def test_a_failing_unit_stops_the_refresh_and_names_itself(tmp_path, monkeypatch
         refresh.run([_unit("ok", log), _unit("broken", log, code=3), _unit("after", log)], state, keys)
     assert set(refresh.load_state("abc1234", keys)["done"]) == {"ok"}
     assert "after" not in log.read_text()
+
+
+def test_only_units_that_report_a_linear_probe_read_its_code():
+    by_name = {u.name: u for u in refresh.units("/tmp/cifar")}
+    linear = sorted(n for n, u in by_name.items() if u.reports_linear)
+    assert linear and all(n.startswith("quality:") or n in ("label_efficiency", "linear_probe") for n in linear)
+    assert all(by_name[f"quality:{ds}:simclr"].reports_linear for ds in ("mnist", "cifar", "cifar50k"))
+    for u in by_name.values():  # the others ask for no linear protocol and call no probe themselves
+        text = Path(u.argv[1]).read_text()
+        assert u.reports_linear or ('"linear"' not in text and "linear_probe(" not in text), u.name
 
 
 def test_every_registered_method_has_its_units():
