@@ -12,7 +12,10 @@ file it can read: the package and recipes less the files that belong to other me
 its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
 tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged would
 compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
-again. A run stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
+again. A unit that reports no linear-probe number leaves the probe's code out of its key. A 50k quality unit whose
+key changed only by the probe's code (its pretraining key is that of its last run) evaluates the runs it kept again
+(``benchmarks/quality_reevaluate.py``) instead of pretraining for an hour; ``--no-reuse`` runs it in full. A run
+stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
 units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
 Two refresh processes with disjoint ``--only`` lists (``--jobs 1`` each, e.g. one started on a core another has
 just freed) keep each other's records: a unit's record merges what the other wrote since.
@@ -68,6 +71,9 @@ class Unit:
     prefix: tuple[str, ...] = ()  # run under this command (``taskset -c 1``: a timing pinned to one core)
     needs: tuple[tuple[str, str], ...] = ()  # (path, how to make it): files it runs, checked before any unit runs
     reports_linear: bool = True  # False: it reports no linear-probe number, so LINEAR_PROBE_FILES are out of its key
+    # argv that recomputes its numbers from the runs it keeps, without pretraining again: run instead of argv when
+    # only LINEAR_PROBE_FILES changed since it last ran (its pretraining key is unchanged, :func:`reusable`)
+    reevaluate: tuple[str, ...] = ()
 
 
 def method_inputs(m: str) -> tuple[str, ...]:
@@ -101,14 +107,19 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
         for m in methods
         if m not in NO_REFERENCE
     ]
+
+    def args_50k(m: str) -> list[str]:
+        return ["--datasets", "cifar50k", "--epochs-cifar50k", str(EPOCHS_50K), "--methods", m]
+
+    keep = ["--data-dir", data_dir, "--runs-dir", f"{RUNS}/quality"]
     out += [
         Unit(
             f"quality:cifar50k:{m}",
-            [*py, "benchmarks/quality.py", "--datasets", "cifar50k", "--epochs-cifar50k", str(EPOCHS_50K)]
-            + ["--methods", m, "--data-dir", data_dir, "--runs-dir", f"{RUNS}/quality"],
+            [*py, "benchmarks/quality.py", *args_50k(m), *keep],
             paired=True,
             env={"OMP_NUM_THREADS": "1"},
             methods=method_inputs(m),
+            reevaluate=(*py, "benchmarks/quality_reevaluate.py", *args_50k(m), *keep),
         )
         for m in by_cost
     ]
@@ -206,23 +217,28 @@ def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
     return seen
 
 
-def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read) -> str:
+def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretraining: bool = False) -> str:
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
-    methods it does not run, and benchmark scripts its own does not import, are left out."""
+    methods it does not run, and benchmark scripts its own does not import, are left out; its ``reevaluate``
+    script's imports are in. ``pretraining``: the key of what its runs came from, which leaves out the linear
+    probe's code and the re-evaluating script (equal keys: its kept runs are what a rerun would train)."""
     others = frozenset(methods) - set(unit.methods) if unit.methods is not None else frozenset()
     names = frozenset(methods)
     own = {defining_module(m) for m in unit.methods or ()}
     owned = [p for m in others for p in (g.format(m=m) for g in METHOD_FILES) if p not in own]
-    script = unit.argv[1] if len(unit.argv) > 1 else ""
-    bench = benchmark_closure(files, script, read) | {"benchmarks/__init__.py"}
+    scripts = [unit.argv[1] if len(unit.argv) > 1 else ""]
+    if unit.reevaluate and not pretraining:
+        scripts.append(unit.reevaluate[1])
+    bench = {"benchmarks/__init__.py"}.union(*(benchmark_closure(files, s, read) for s in scripts))
+    no_probe = pretraining or not unit.reports_linear
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
     if unit.prefix:
         h.update(repr(unit.prefix).encode())
     for path, blob in sorted(files.items()):
         if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
-        if any(fnmatch.fnmatch(path, g) for g in owned) or (not unit.reports_linear and path in LINEAR_PROBE_FILES):
+        if any(fnmatch.fnmatch(path, g) for g in owned) or (no_probe and path in LINEAR_PROBE_FILES):
             continue
         if path.startswith("benchmarks/"):
             blob = without_methods(path, blob, read, others, names)
@@ -294,15 +310,31 @@ def without_methods(path: str, cid: str, read, drop: frozenset[str], methods: fr
     return _TABLE_IDS[cid, drop]
 
 
-def keys_at(commit: str, unit_list: list[Unit], methods: list[str]) -> dict[str, str]:
-    """Each unit's :func:`unit_key` at ``commit``, from each file's :func:`code_id`."""
+def keys_at(commit: str, unit_list: list[Unit], methods: list[str], pretraining: bool = False) -> dict[str, str]:
+    """Each unit's :func:`unit_key` at ``commit`` (its pretraining key: those units that can re-evaluate), from each
+    file's :func:`code_id`."""
 
     @functools.cache  # every unit of one script reads the same few files
     def read(path: str) -> str:
         return subprocess.run(["git", "show", f"{commit}:{path}"], capture_output=True, text=True, check=True).stdout
 
     files = {path: code_id(path, blob, read) for path, blob in code_files(commit).items()}
-    return {u.name: unit_key(u, files, methods, read) for u in unit_list}
+    chosen = [u for u in unit_list if u.reevaluate or not pretraining]
+    return {u.name: unit_key(u, files, methods, read, pretraining) for u in chosen}
+
+
+def reusable(state: dict, pre_keys: dict[str, str], pre_keys_then) -> dict[str, str]:
+    """The units not done in ``state`` whose kept runs a re-evaluation can use: unit -> the commit of its last run
+    (``state["earlier"]``), where its pretraining key then (``pre_keys_then(commit)``, by today's :func:`unit_key`)
+    equals today's (``pre_keys``)."""
+    out = {}
+    for name, e in state.get("earlier", {}).items():
+        git = e.get("git")
+        if name in state["done"] or name not in pre_keys or not git:
+            continue
+        if pre_keys_then(git).get(name) == pre_keys[name]:
+            out[name] = git
+    return out
 
 
 def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
@@ -313,6 +345,7 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     state = load_json(STATE) or {}
     done = {}
     seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
+    earlier = dict(state.get("earlier", {}))  # the last finished run of each unit not done now (see reusable)
     for name, e in state.get("done", {}).items():
         git = e.get("git", state.get("git"))
         if "seconds" in e:
@@ -320,15 +353,18 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
         key = (keys_then(git).get(name) if keys_then and git else None) or e.get("key")
         if key is not None and key == keys.get(name):
             done[name] = {**e, "git": git, "key": key}
-    return {"git": rev, "done": done, "seconds": seconds}
+        else:
+            earlier[name] = {**e, "git": git}
+    earlier = {n: e for n, e in earlier.items() if n not in done}
+    return {"git": rev, "done": done, "seconds": seconds, "earlier": earlier}
 
 
-def time_left(unit_list: list[Unit], state: dict, jobs: int = 2) -> tuple[float, int]:
+def time_left(unit_list: list[Unit], state: dict, jobs: int = 2, reuse: dict | None = None) -> tuple[float, int]:
     """Seconds of wall time the units not done would take by their last durations (paired units ``jobs`` at a
-    time), and how many of them never ran (not counted)."""
+    time; the re-evaluations of ``reuse`` not counted), and how many of them never ran (not counted)."""
     seconds, unknown = 0.0, 0
     for u in unit_list:
-        if u.name in state["done"]:
+        if u.name in state["done"] or u.name in (reuse or {}):
             continue
         last = state.get("seconds", {}).get(u.name)
         if last is None:
@@ -359,9 +395,17 @@ def merge_recorded(state: dict, keys: dict[str, str]) -> None:
         state.setdefault("seconds", {}).setdefault(name, s)
 
 
-def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, jobs: int = 2) -> None:
+def run(
+    unit_list: list[Unit],
+    state: dict,
+    keys: dict[str, str] | None = None,
+    jobs: int = 2,
+    reuse: dict[str, str] | None = None,
+) -> None:
     """Run the units not done yet, in order; paired units ``jobs`` at a time (the next starts when one ends;
-    ``jobs=1``: every unit alone, which leaves a core to other work)."""
+    ``jobs=1``: every unit alone, which leaves a core to other work). A unit in ``reuse`` runs its ``reevaluate``
+    command instead of its own (its record says so)."""
+    reuse = reuse or {}
     todo = [u for u in unit_list if u.name not in state["done"]]
     running: list[tuple[Unit, subprocess.Popen, float]] = []
 
@@ -377,21 +421,23 @@ def run(unit_list: list[Unit], state: dict, keys: dict[str, str] | None = None, 
         record(u, t0)
 
     def record(u: Unit, t0: float) -> None:
-        state["done"][u.name] = {
-            "seconds": round(time.perf_counter() - t0),
-            "finished": time.strftime("%F %T"),
-            "git": state["git"],
-            "key": (keys or {}).get(u.name),
-        }
-        state.setdefault("seconds", {})[u.name] = state["done"][u.name]["seconds"]
+        took = round(time.perf_counter() - t0)
+        entry = {"finished": time.strftime("%F %T"), "git": state["git"], "key": (keys or {}).get(u.name)}
+        state["done"][u.name] = entry
+        if u.name in reuse:  # its duration is not a full run's: kept apart from the estimates
+            state["done"][u.name].update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
+        else:
+            state["done"][u.name]["seconds"] = took
+            state.setdefault("seconds", {})[u.name] = took
         merge_recorded(state, keys or {})
         save_json(STATE, state)
 
     while todo or running:
         if todo and (not running or (todo[0].paired and len(running) < jobs and running[0][0].paired)):
             u = todo.pop(0)
-            print(f"refresh: {u.name}: {' '.join([*u.prefix, *u.argv[1:]])}", flush=True)
-            proc = subprocess.Popen([*u.prefix, *u.argv], env={**os.environ, **u.env})
+            argv = list(u.reevaluate) if u.name in reuse else u.argv
+            print(f"refresh: {u.name}: {' '.join([*u.prefix, *argv[1:]])}", flush=True)
+            proc = subprocess.Popen([*u.prefix, *argv], env={**os.environ, **u.env})
             running.append((u, proc, time.perf_counter()))
             continue
         while True:  # wait for whichever ends first
@@ -446,6 +492,11 @@ def main() -> None:
         default=2,
         help="paired units side by side (2, one thread each) or one at a time (1: leaves a core free)",
     )
+    ap.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run every unit left in full, even one whose kept runs a re-evaluation could use",
+    )
     args = ap.parse_args()
     rev = git_rev()
     unit_list = units(args.data_dir, args.lightly_train)
@@ -460,8 +511,20 @@ def main() -> None:
                 then[commit] = {}
         return then[commit]
 
+    pre_then: dict[str, dict[str, str]] = {}
+
+    def pre_keys_then(commit: str) -> dict[str, str]:  # the pretraining keys of the re-evaluating units then
+        if commit not in pre_then:
+            try:
+                pre_then[commit] = keys_at(commit, unit_list, methods, pretraining=True)
+            except subprocess.CalledProcessError:
+                pre_then[commit] = {}
+        return pre_then[commit]
+
     keys = keys_at("HEAD", unit_list, methods)
     state = load_state(rev, keys, keys_then)
+    pre_keys = keys_at("HEAD", unit_list, methods, pretraining=True)
+    reuse = {} if args.no_reuse else reusable(state, pre_keys, pre_keys_then)
     left = [u.name for u in unit_list if u.name not in state["done"]]
     if args.status:
         done = len(unit_list) - len(left)
@@ -471,10 +534,11 @@ def main() -> None:
             print(f"  done: {name} (at {e['git']})")
         last = state.get("seconds", {})
         for name in left:
-            print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min)" if name in last else ""))
+            how = f", re-evaluates the runs of {reuse[name]}" if name in reuse else ""
+            print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min{how})" if name in last else ""))
         for line in missing_needs(unit_list, state):
             print(f"  missing: {line}")
-        wall, unknown = time_left(unit_list, state, args.jobs)
+        wall, unknown = time_left(unit_list, state, args.jobs, reuse)
         print(
             f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
             + (f", plus {unknown} unit(s) never timed" if unknown else "")
@@ -489,7 +553,7 @@ def main() -> None:
         raise SystemExit(
             "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
         )
-    run(chosen, state, keys, jobs=args.jobs)
+    run(chosen, state, keys, jobs=args.jobs, reuse=reuse)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:
         print(f"refresh: the units asked for are done; {still} left")

@@ -98,3 +98,22 @@ def test_each_row_names_the_machine_it_ran_on(monkeypatch):
     assert rows["byol"].endswith("| A |") and rows["moco"].endswith("| ? |") and rows["simclr"].endswith("| B |")
     assert rows["random-init cnn_small (reference)"].endswith("| A |")
     assert "**A**: Intel Xeon; **B**: AMD EPYC; **?**: not recorded" in written["quality"]
+
+
+def test_a_kept_run_evaluated_again_gives_its_rows_numbers_and_keeps_its_pretraining(tmp_path):
+    import numpy as np
+
+    from benchmarks import quality_reevaluate
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    x, y = rng.integers(0, 255, (300, 28, 28), dtype=np.uint8), np.arange(300) % 3
+    np.savez(path, x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:])
+    ds = quality.Dataset("tiny", "mnist", (f"data.path={path}", "data.batch_size=50", "optim.warmup_epochs=0"))
+    row = {**quality.run_method(ds, "simclr", 1, tmp_path, seed=0), "git": "abc1234", "machine": "A"}
+    again = quality_reevaluate.reevaluate(row, tmp_path / "tiny-simclr", seed=0, rev="def5678")
+    assert (again["knn_top1"], again["linear_top1"]) == (row["knn_top1"], row["linear_top1"])
+    assert again["git"] == "def5678" and again["pretrained_at"] == "abc1234" and again["machine"] == "A"
+    assert {k: again[k] for k in ("epoch_seconds", "monitor", "pretrain_seconds")} == {
+        k: row[k] for k in ("epoch_seconds", "monitor", "pretrain_seconds")
+    }

@@ -418,3 +418,63 @@ def test_two_refreshes_with_disjoint_units_keep_each_others_records(tmp_path, mo
     state = refresh.load_state("abc1234", keys)
     assert set(state["done"]) == {"a", "b", "x"}  # c's record is from other inputs: not done
     assert set(state["seconds"]) >= {"a", "b"}
+
+
+def test_a_unit_whose_pretraining_is_unchanged_reevaluates_its_kept_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    full, again = _unit("q", log), _unit("q-reevaluated", log)
+    q = refresh.Unit("q", full.argv, reevaluate=tuple(again.argv))
+    state = refresh.load_state("c1", {"q": "k1"})
+    refresh.run([q], state, {"q": "k1"})  # a full run at c1
+    # c2 changed the linear probe: q's key changed, its pretraining key (p) did not
+    state = refresh.load_state("c2", {"q": "k2"})
+    assert "q" not in state["done"] and state["earlier"]["q"]["git"] == "c1"
+    reuse = refresh.reusable(state, {"q": "p"}, {"c1": {"q": "p"}}.__getitem__)
+    assert reuse == {"q": "c1"}
+    refresh.run([q], state, {"q": "k2"}, reuse=reuse)
+    assert [n for k, n, _ in _events(log) if k == "start"] == ["q", "q-reevaluated"]
+    entry = refresh.load_state("c2", {"q": "k2"})["done"]["q"]
+    assert entry["reevaluated_runs_of"] == "c1" and "seconds" not in entry
+    # pretraining changed too (another key at the commit of its runs): no reuse, a full run
+    assert refresh.reusable(refresh.load_state("c3", {"q": "k3"}), {"q": "p3"}, lambda c: {"q": "p"}) == {}
+
+
+def test_earlier_runs_survive_other_units_records(tmp_path, monkeypatch):
+    # the first unit recorded at a new commit saves the state: the last run of each unit not done stays in it
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    state = refresh.load_state("c1", {"a": "k1", "q": "k1"})
+    refresh.run([_unit("a", log), _unit("q", log)], state, {"a": "k1", "q": "k1"})
+    state = refresh.load_state("c2", {"a": "k1", "q": "k2"})
+    refresh.run([_unit("b", log)], state, {"a": "k1", "q": "k2", "b": "k1"})  # saves the state at c2
+    again = refresh.load_state("c2", {"a": "k1", "q": "k2", "b": "k1"})
+    assert set(again["done"]) == {"a", "b"} and again["earlier"]["q"]["git"] == "c1"
+
+
+def test_a_reevaluating_units_pretraining_key_leaves_out_the_probe_and_the_reevaluating_script():
+    files = {
+        "ssl_transfer/train.py": "t0",
+        "ssl_transfer/evaluation/linear.py": "l0",
+        "benchmarks/quality.py": "q0",
+        "benchmarks/quality_reevaluate.py": "r0",
+    }
+    unit = refresh.Unit(
+        "quality:cifar50k:moco",
+        ["py", "benchmarks/quality.py", "--methods", "moco"],
+        methods=("moco",),
+        reevaluate=("py", "benchmarks/quality_reevaluate.py", "--methods", "moco"),
+    )
+
+    def keys(f: dict[str, str]) -> tuple[str, str]:
+        return _key(unit, f, {}), refresh.unit_key(unit, f, ["moco"], lambda p: "", pretraining=True)
+
+    full, pre = keys(files)
+    for path, full_changes, pre_changes in (
+        ("ssl_transfer/evaluation/linear.py", True, False),
+        ("benchmarks/quality_reevaluate.py", True, False),
+        ("ssl_transfer/train.py", True, True),
+        ("benchmarks/quality.py", True, True),
+    ):
+        f_full, f_pre = keys({**files, path: "new"})
+        assert (f_full != full, f_pre != pre) == (full_changes, pre_changes), path
