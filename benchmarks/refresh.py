@@ -423,12 +423,12 @@ def run(
     def record(u: Unit, t0: float) -> None:
         took = round(time.perf_counter() - t0)
         entry = {"finished": time.strftime("%F %T"), "git": state["git"], "key": (keys or {}).get(u.name)}
-        state["done"][u.name] = entry
         if u.name in reuse:  # its duration is not a full run's: kept apart from the estimates
-            state["done"][u.name].update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
+            entry.update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
         else:
-            state["done"][u.name]["seconds"] = took
+            entry["seconds"] = took
             state.setdefault("seconds", {})[u.name] = took
+        state["done"][u.name] = entry
         merge_recorded(state, keys or {})
         save_json(STATE, state)
 
@@ -501,30 +501,18 @@ def main() -> None:
     rev = git_rev()
     unit_list = units(args.data_dir, args.lightly_train)
     methods = METHODS.names()
-    then: dict[str, dict[str, str]] = {}
 
-    def keys_then(commit: str) -> dict[str, str]:  # each finished unit's inputs at the commit it ran at
-        if commit not in then:
-            try:
-                then[commit] = keys_at(commit, unit_list, methods)
-            except subprocess.CalledProcessError:  # a commit this clone does not have
-                then[commit] = {}
-        return then[commit]
-
-    pre_then: dict[str, dict[str, str]] = {}
-
-    def pre_keys_then(commit: str) -> dict[str, str]:  # the pretraining keys of the re-evaluating units then
-        if commit not in pre_then:
-            try:
-                pre_then[commit] = keys_at(commit, unit_list, methods, pretraining=True)
-            except subprocess.CalledProcessError:
-                pre_then[commit] = {}
-        return pre_then[commit]
+    @functools.cache
+    def keys_then(commit: str, pretraining: bool = False) -> dict[str, str]:  # each unit's inputs at that commit
+        try:
+            return keys_at(commit, unit_list, methods, pretraining)
+        except subprocess.CalledProcessError:  # a commit this clone does not have
+            return {}
 
     keys = keys_at("HEAD", unit_list, methods)
     state = load_state(rev, keys, keys_then)
     pre_keys = keys_at("HEAD", unit_list, methods, pretraining=True)
-    reuse = {} if args.no_reuse else reusable(state, pre_keys, pre_keys_then)
+    reuse = {} if args.no_reuse else reusable(state, pre_keys, functools.partial(keys_then, pretraining=True))
     left = [u.name for u in unit_list if u.name not in state["done"]]
     if args.status:
         done = len(unit_list) - len(left)
