@@ -280,6 +280,30 @@ def test_every_registered_method_has_its_units():
         assert (f"parity:{m}" in names) == (m not in NO_REFERENCE)
 
 
+def test_one_methods_recipe_redoes_only_its_own_units():
+    """A change to MAE's recipe redoes MAE's units, not the timing and evaluation units that train or read SimCLR
+    (and MoCo) only: they name the methods they depend on instead of reading every method's files."""
+    from ssl_transfer.methods import METHODS
+
+    methods = METHODS.names()
+    files = {"ssl_transfer/train.py": "t0", "benchmarks/__init__.py": "i0"}
+    files |= {f"ssl_transfer/methods/{m}.py": f"{m}0" for m in methods}
+    files |= {f"recipes/{m}_{ds}.yaml": f"{m}{ds}0" for m in methods for ds in ("mnist", "cifar10")}
+    unit_list = refresh.units("/tmp/cifar")
+    files |= {u.argv[1]: "s0" for u in unit_list}
+
+    def keys(f: dict[str, str]) -> dict[str, str]:
+        return {u.name: refresh.unit_key(u, f, methods, lambda p: "") for u in unit_list}
+
+    before, after = keys(files), keys({**files, "recipes/mae_mnist.yaml": "new"})
+    redone = {name for name in before if before[name] != after[name]}
+    assert redone == {u.name for u in unit_list if u.methods is not None and "mae" in u.methods}
+    assert {"throughput", "monitor_overhead", "label_efficiency", "linear_probe", "folder_startup"}.isdisjoint(redone)
+    for_simclr = keys({**files, "recipes/simclr_cifar10.yaml": "new"})
+    assert {"throughput", "monitor_overhead", "linear_probe"} <= {n for n in before if before[n] != for_simclr[n]}
+    assert before["folder_startup"] == for_simclr["folder_startup"]  # it trains no method
+
+
 def test_stamp_names_the_commit_once_under_the_title(tmp_path, monkeypatch):
     from benchmarks import common
 
