@@ -418,7 +418,6 @@ def test_a_missing_executable_a_unit_left_needs_is_named_with_how_to_make_it(tmp
     folder = [u for u in refresh.units("/tmp/cifar", str(gone)) if u.name.startswith("folder_throughput:")]
     assert {u.name for u in folder} == {
         "folder_throughput:n4000-e10:64",
-        "folder_throughput:n4000-e10:128",
         "folder_throughput:n1000-e2:64",
         "folder_throughput:n1000-e2:128",
         "folder_throughput:n1000-e2:224",
@@ -442,6 +441,19 @@ def test_two_refreshes_with_disjoint_units_keep_each_others_records(tmp_path, mo
     state = refresh.load_state("abc1234", keys)
     assert set(state["done"]) == {"a", "b", "x"}  # c's record is from other inputs: not done
     assert set(state["seconds"]) >= {"a", "b"}
+
+
+def test_a_unit_another_refresh_recorded_meanwhile_is_not_run_again(tmp_path, monkeypatch):
+    # two processes whose --only lists overlap: the second records b while the first runs a; the first skips b
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    keys = {"a": "ka", "b": "kb", "c": "kc"}
+    first = refresh.load_state("abc1234", keys)
+    second = refresh.load_state("abc1234", keys)
+    refresh.run([_unit("b", log)], second, keys)
+    refresh.run([_unit("a", log), _unit("b", log), _unit("c", log)], first, keys)
+    assert [n for k, n, _ in _events(log) if k == "start"] == ["b", "a", "c"]
+    assert set(refresh.load_state("abc1234", keys)["done"]) == {"a", "b", "c"}
 
 
 def test_a_unit_whose_pretraining_is_unchanged_reevaluates_its_kept_runs(tmp_path, monkeypatch):
