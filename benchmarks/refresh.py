@@ -18,7 +18,9 @@ key changed only by the probe's code (its pretraining key is that of its last ru
 stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
 units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
 Two refresh processes with disjoint ``--only`` lists (``--jobs 1`` each, e.g. one started on a core another has
-just freed) keep each other's records: a unit's record merges what the other wrote since.
+just freed) keep each other's records: a unit's record merges what the other wrote since, and a unit the other
+recorded meanwhile is not run again. Units that read runs other units keep under ``benchmarks/runs`` (not in git:
+a fresh clone has none) name them; where such a run holds no encoder, the unit that makes it runs again first.
 When every unit is done, the top of RESULTS.md names the code commit once. The GPU protocol table is not part of it:
 it needs a GPU (``benchmarks/protocol_reference.py``). The folder comparisons with LightlyTrain (the last units, one
 core pinned) run its ``lightly-train`` from its own virtual environment (``--lightly-train``; AGPL, never imported):
@@ -74,6 +76,9 @@ class Unit:
     # argv that recomputes its numbers from the runs it keeps, without pretraining again: run instead of argv when
     # only LINEAR_PROBE_FILES changed since it last ran (its pretraining key is unchanged, :func:`reusable`)
     reevaluate: tuple[str, ...] = ()
+    # (run folder, the unit that keeps it there): runs of other units it reads (benchmarks/runs is not in git, so a
+    # fresh clone has none); the maker runs again first when the folder holds no encoder, :func:`with_makers`
+    reads: tuple[tuple[str, str], ...] = ()
 
 
 def method_inputs(m: str) -> tuple[str, ...]:
@@ -93,6 +98,7 @@ PIN = ("taskset", "-c", "1")
 # probe read encoders it made, the probe also MoCo's); the folder start-up reads none. Without them such a unit's
 # key would read every method's recipes, so that a change to one method's recipe redid the timing tables.
 SIMCLR = ("simclr",)
+MNIST_SIMCLR = ((f"{RUNS}/bench-simclr", "mnist_knn:simclr"),)  # the MNIST encoder the 5-epoch kNN table keeps
 
 
 def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
@@ -144,12 +150,14 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             "label_efficiency",
             [*py, "benchmarks/label_efficiency.py", "--encoder", f"{RUNS}/bench-simclr"],
             methods=SIMCLR,
+            reads=MNIST_SIMCLR,
         ),
         Unit(
             "knn_faiss_vs_sklearn",
             [*py, "benchmarks/knn_faiss_vs_sklearn.py", "--encoder", f"{RUNS}/bench-simclr"],
             methods=SIMCLR,
             reports_linear=False,
+            reads=MNIST_SIMCLR,
         ),
         Unit("throughput", [*py, "benchmarks/throughput.py"], methods=SIMCLR, reports_linear=False),
         Unit("monitor_overhead", [*py, "benchmarks/monitor_overhead.py"], methods=SIMCLR, reports_linear=False),
@@ -163,13 +171,17 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             )
             for m in methods
         ]
-    enc = f"{RUNS}/quality/cifar50k-moco"
+    # the probe's CIFAR encoder: VICReg's 50k run, one of the cheapest two-view runs to make again (38 min at
+    # d06f7f1 against MoCo's 79), which a fresh machine must
+    probe_method = "vicreg"
+    enc = f"{RUNS}/quality/cifar50k-{probe_method}"
     cases = [f"mnist={RUNS}/bench-simclr", f"cifar={enc}", f"cifar50k={enc}", f"cifar50k-to-mnist={enc}"]
     out.append(
         Unit(
             "linear_probe",
             [*py, "benchmarks/linear_probe.py", *(a for c in cases for a in ("--case", c)), "--data-dir", data_dir],
-            methods=(*SIMCLR, "moco"),
+            methods=(*SIMCLR, probe_method),
+            reads=(*MNIST_SIMCLR, (enc, f"quality:cifar50k:{probe_method}")),
         )
     )
     out.append(Unit("folder_startup", [*py, "benchmarks/folder_startup.py"], methods=(), reports_linear=False))
@@ -187,6 +199,22 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
         for size in sizes
     ]
     return out
+
+
+def with_makers(chosen: list[Unit], unit_list: list[Unit], state: dict) -> tuple[list[Unit], set[str], list[str]]:
+    """``chosen`` and, in the refresh's order, the units that make the runs its units left to do read where those
+    runs hold no encoder (a fresh clone, a cleaned ``benchmarks/runs``): they run again even where done, and their
+    rows are measured again. Returns (units to run, the done ones among them to run again, one line each)."""
+    left = [u for u in chosen if u.name not in state["done"]]
+    missing: dict[str, list[str]] = {}
+    for u in left:
+        for path, maker in u.reads:
+            if not (Path(path) / "encoder.safetensors").is_file():
+                missing.setdefault(maker, []).append(f"{u.name} reads {path}")
+    names = {u.name for u in chosen} | set(missing)
+    again = {m for m in missing if m in state["done"]}
+    lines = [f"{m} runs again first: {'; '.join(why)}, which holds no encoder here" for m, why in missing.items()]
+    return [u for u in unit_list if u.name in names], again, lines
 
 
 def missing_needs(unit_list: list[Unit], state: dict) -> list[str]:
@@ -415,12 +443,13 @@ def run(
     keys: dict[str, str] | None = None,
     jobs: int = 2,
     reuse: dict[str, str] | None = None,
+    again: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     """Run the units not done yet, in order; paired units ``jobs`` at a time (the next starts when one ends;
     ``jobs=1``: every unit alone, which leaves a core to other work). A unit in ``reuse`` runs its ``reevaluate``
-    command instead of its own (its record says so)."""
+    command instead of its own (its record says so); one in ``again`` runs even though done (:func:`with_makers`)."""
     reuse = reuse or {}
-    todo = [u for u in unit_list if u.name not in state["done"]]
+    todo = [u for u in unit_list if u.name not in state["done"] or u.name in again]
     running: list[tuple[Unit, subprocess.Popen, float]] = []
 
     def finish(entry: tuple[Unit, subprocess.Popen, float]) -> None:
@@ -450,7 +479,7 @@ def run(
         if todo and (not running or (todo[0].paired and len(running) < jobs and running[0][0].paired)):
             u = todo.pop(0)
             merge_recorded(state, keys or {})
-            if u.name in state["done"]:  # another refresh process ran it since this one started
+            if u.name in state["done"] and u.name not in again:  # another refresh process ran it meanwhile
                 print(f"refresh: {u.name}: done by another refresh process", flush=True)
                 continue
             argv = list(u.reevaluate) if u.name in reuse else u.argv
@@ -544,6 +573,8 @@ def main() -> None:
             print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min{how})" if name in last else ""))
         for line in missing_needs(unit_list, state):
             print(f"  missing: {line}")
+        for line in with_makers(unit_list, unit_list, state)[2]:
+            print(f"  {line}")
         wall, unknown = time_left(unit_list, state, args.jobs, reuse)
         print(
             f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
@@ -553,13 +584,15 @@ def main() -> None:
     if rev.endswith("-dirty") or rev == "unknown":
         raise SystemExit(f"refresh: the code differs from its commit ({rev}); commit first, so one commit names it all")
     os.environ["REFRESH_COMMAND"] = f"python benchmarks/refresh.py --data-dir {args.data_dir}"  # the units' sections
-    chosen = select(unit_list, args.only)
+    chosen, again, lines = with_makers(select(unit_list, args.only), unit_list, state)
+    for line in lines:
+        print(f"refresh: {line}", flush=True)
     missing = missing_needs(chosen, state)
     if missing:  # before hours of other units, not when the refresh reaches the unit
         raise SystemExit(
             "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
         )
-    run(chosen, state, keys, jobs=args.jobs, reuse=reuse)
+    run(chosen, state, keys, jobs=args.jobs, reuse=reuse, again=again)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:
         print(f"refresh: the units asked for are done; {still} left")

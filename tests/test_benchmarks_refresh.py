@@ -456,6 +456,36 @@ def test_a_unit_another_refresh_recorded_meanwhile_is_not_run_again(tmp_path, mo
     assert set(refresh.load_state("abc1234", keys)["done"]) == {"a", "b", "c"}
 
 
+def test_a_kept_run_that_is_missing_is_made_again_before_the_unit_that_reads_it(tmp_path, monkeypatch):
+    # a fresh clone has no benchmarks/runs: the done unit that keeps the run runs again, before its reader
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log, kept = tmp_path / "log", tmp_path / "runs" / "maker"
+    maker, other = _unit("maker", log), _unit("other", log)
+    reader = refresh.Unit("reader", _unit("reader", log).argv, reads=((str(kept), "maker"),))
+    unit_list = [maker, other, reader]
+    keys = {"maker": "km", "other": "ko", "reader": "kr"}
+    state = refresh.load_state("c1", keys)
+    state["done"] = {"maker": {"git": "c0", "key": "km"}, "other": {"git": "c0", "key": "ko"}}
+    refresh.save_json(refresh.STATE, state)
+    chosen, again, lines = refresh.with_makers([reader], unit_list, state)
+    assert [u.name for u in chosen] == ["maker", "reader"] and again == {"maker"}
+    assert lines == [f"maker runs again first: reader reads {kept}, which holds no encoder here"]
+    refresh.run(chosen, state, keys, again=again)
+    assert [n for k, n, _ in _events(log) if k == "start"] == ["maker", "reader"]
+    assert state["done"]["maker"]["git"] == "c1"  # measured again, recorded at this commit
+    # the run is there (its encoder written): nothing is made again; nor for a reader that is done
+    kept.mkdir(parents=True)
+    (kept / "encoder.safetensors").write_bytes(b"")
+    assert refresh.with_makers([reader], unit_list, {"done": {}})[:2] == ([reader], set())
+    (kept / "encoder.safetensors").unlink()
+    assert refresh.with_makers([reader], unit_list, {"done": {"reader": {}}})[:2] == ([reader], set())
+    # the linear probe and the MNIST tables read kept runs and name their makers, which are units
+    names = {u.name for u in refresh.units("/tmp/cifar")}
+    readers = [u for u in refresh.units("/tmp/cifar") if u.reads]
+    assert {u.name for u in readers} >= {"linear_probe", "label_efficiency", "knn_faiss_vs_sklearn"}
+    assert all(m in names for u in readers for _, m in u.reads)
+
+
 def test_a_unit_whose_pretraining_is_unchanged_reevaluates_its_kept_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
     log = tmp_path / "log"
