@@ -89,16 +89,18 @@ def method_inputs(m: str) -> tuple[str, ...]:
 EPOCHS_50K = 20  # the stated budget of the 50k CIFAR-10 quality runs (issue 12)
 # The folder comparisons with LightlyTrain (issue 15): (training images, epochs, image sizes) of each table, each
 # size one unit, timed on one pinned core as the tables were measured. The longer budget runs at 64 px only: at
-# 128 px its 6 runs took 2 h at 231c4f6 and over 7 h on a slower day (one pinned core), more than a session holds,
-# and a cut run starts over; the 1,000-image budget measures 128 and 224 px.
+# 128 px its 6 runs took 2 h at 231c4f6 and would take about 7 h on an EPYC without native bf16 (LightlyTrain's
+# first run there: 10 s per step), more than a session holds, and a cut run starts over; the 1,000-image budget
+# measures 128 and 224 px.
 FOLDER_STUDIES = ((4000, 10, (64,)), (1000, 2, (64, 128, 224)))
 PIN = ("taskset", "-c", "1")
 # The methods whose files the units that pretrain or read no method of their own depend on: SimCLR (throughput,
 # the monitor's overhead and the folder comparisons train it; label efficiency, the kNN comparison and the linear
-# probe read encoders it made, the probe also MoCo's); the folder start-up reads none. Without them such a unit's
+# probe read encoders it made, the probe also VICReg's); the folder start-up reads none. Without them such a unit's
 # key would read every method's recipes, so that a change to one method's recipe redid the timing tables.
 SIMCLR = ("simclr",)
-MNIST_SIMCLR = ((f"{RUNS}/bench-simclr", "mnist_knn:simclr"),)  # the MNIST encoder the 5-epoch kNN table keeps
+BENCH_SIMCLR = f"{RUNS}/bench-simclr"  # the MNIST encoder the 5-epoch kNN table keeps
+MNIST_SIMCLR = ((BENCH_SIMCLR, "mnist_knn:simclr"),)
 
 
 def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
@@ -148,13 +150,13 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     out += [
         Unit(
             "label_efficiency",
-            [*py, "benchmarks/label_efficiency.py", "--encoder", f"{RUNS}/bench-simclr"],
+            [*py, "benchmarks/label_efficiency.py", "--encoder", BENCH_SIMCLR],
             methods=SIMCLR,
             reads=MNIST_SIMCLR,
         ),
         Unit(
             "knn_faiss_vs_sklearn",
-            [*py, "benchmarks/knn_faiss_vs_sklearn.py", "--encoder", f"{RUNS}/bench-simclr"],
+            [*py, "benchmarks/knn_faiss_vs_sklearn.py", "--encoder", BENCH_SIMCLR],
             methods=SIMCLR,
             reports_linear=False,
             reads=MNIST_SIMCLR,
@@ -171,11 +173,11 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             )
             for m in methods
         ]
-    # the probe's CIFAR encoder: VICReg's 50k run, one of the cheapest two-view runs to make again (38 min at
-    # d06f7f1 against MoCo's 79), which a fresh machine must
+    # the probe's CIFAR encoder: VICReg's 50k run, one of the cheapest two-view runs to make again (182 s per
+    # epoch in the 50k table against MoCo's 225), which every fresh machine must
     probe_method = "vicreg"
     enc = f"{RUNS}/quality/cifar50k-{probe_method}"
-    cases = [f"mnist={RUNS}/bench-simclr", f"cifar={enc}", f"cifar50k={enc}", f"cifar50k-to-mnist={enc}"]
+    cases = [f"mnist={BENCH_SIMCLR}", f"cifar={enc}", f"cifar50k={enc}", f"cifar50k-to-mnist={enc}"]
     out.append(
         Unit(
             "linear_probe",
