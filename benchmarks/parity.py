@@ -813,6 +813,17 @@ def mean_sd_text(values: list[float]) -> str:
     return f"{100 * m:.2f} ± {100 * sd:.2f}" if len(values) > 1 else f"{100 * m:.2f} (1 seed)"
 
 
+def row_precision(r: dict, store: dict) -> str:
+    """The precision ours trained a row in: the row's own record, else what its machines imply for precision
+    ``auto`` (each names whether its CPU has native bf16), else the store's (the last run's, before rows kept it)."""
+    if "precision" in r:
+        return r["precision"]
+    flags = {"no native bf16" in m for m in r.get("machines", []) if "native bf16" in m}
+    if len(flags) == 1:
+        return "32-true" if flags.pop() else "bf16-mixed"
+    return store.get("precision", "?")
+
+
 def render(store: dict) -> None:
     rows = []
     floors = {}  # backbone -> its random-init kNN, for the prose
@@ -836,6 +847,7 @@ def render(store: dict) -> None:
                 ", ".join(map(str, r["seeds_done"])),
                 r["git"],
                 tag,
+                row_precision(r, store),
                 verdict(r),
             ]
         )
@@ -852,6 +864,7 @@ def render(store: dict) -> None:
             "seeds",
             "git",
             "machine",
+            "ours' precision",
             "meets",
         ],
         rows,
@@ -862,7 +875,8 @@ def render(store: dict) -> None:
 Machines (the machine column): {legend}.
 
 CIFAR-10 subset (4,000 train / 1,000 test, `{SUBSET}`), backbone `{BACKBONE}` (MAE: a small
-ViT), each method at its row's budget and optimizer on both sides; ours in precision {store.get("precision", "?")}.
+ViT), each method at its row's budget and optimizer on both sides; ours at precision `auto` (bf16-mixed on a CPU
+with native bf16, float32 on one without: the precision column), the reference loops in float32.
 kNN: FAISS, cosine, k=20, T=0.07 on the 1,000 test images, same evaluator for both. Reference: lightly's example loop
 for the method (its transform, heads, loss, momentum schedule) or, for siamese and triplet, a loop from the paper
 with SimCLR's transform; ae, dae, vae: a plain loop from the paper. Ours: `ssl_transfer.pretrain` configured the same

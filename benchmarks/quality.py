@@ -197,6 +197,20 @@ def dataset_rows(d: dict) -> list[tuple[str | int, dict]]:
     return out + list(enumerate(refs))
 
 
+def precision_text(methods: dict[str, dict]) -> str:
+    """The training precision of a dataset's rows: ``precision bf16-mixed``, or ``precision bf16-mixed (32-true:
+    mae, vae)`` where rows ran at another (precision ``auto``: float32 on a CPU without native bf16)."""
+    order = {m: i for i, m in enumerate(METHODS.names())}
+    by = {m: methods[m].get("precision", "?") for m in sorted(methods, key=lambda m: order.get(m, len(order)))}
+    common = max(sorted(set(by.values())), key=list(by.values()).count)
+    others: dict[str, list[str]] = {}
+    for m, p in by.items():
+        if p != common:
+            others.setdefault(p, []).append(m)
+    rest = "; ".join(f"{p}: {', '.join(ms)}" for p, ms in sorted(others.items()))
+    return f"precision {common}" + (f" ({rest})" if rest else "")
+
+
 def render(store: dict, command: str) -> None:
     parts = []
     every = [r for d in store["datasets"].values() for _, r in dataset_rows(d)]
@@ -243,7 +257,7 @@ def render(store: dict, command: str) -> None:
         revs = sorted({r.get("git", store.get("legacy_git", "?")) for r in d["methods"].values()})
         heading = (
             f"### {name}: {main}, {first['train_images']:,} training / {first['test_images']:,} test "
-            f"images, {batch_label(d['methods'])}, precision {first['precision']} (git {', '.join(revs)})"
+            f"images, {batch_label(d['methods'])}, {precision_text(d['methods'])} (git {', '.join(revs)})"
         )
         parts.append(f"""{heading}
 
@@ -258,7 +272,8 @@ changed (see `benchmarks/quality.py`: MNIST `recipes/<method>_mnist.yaml`; CIFAR
 `recipes/<method>_cifar10.yaml` on `../shared/datasets/cifar10_subset.npz` with `cnn_small` (MAE: its ViT with 4
 blocks, against a random ViT of its own); cifar50k: the 50,000
 training JPEGs, decoded once into memory, tested on the subset's exact 1,000 test images, recipes at their own
-warm-up); default trainer settings.
+warm-up); default trainer settings, so precision `auto`: bf16-mixed on a CPU with native bf16, float32 (32-true)
+on one without, 2-4x slower per epoch (each heading names its rows' precision; the machines say which CPU).
 The last column is the online monitor's two-fold kNN within 1,000 held-out images (before training, then each
 epoch): its bank is 500 images, so it reads below the final kNN whose bank is the whole training set. kNN: FAISS,
 cosine, k=20, T=0.07. Linear: L2-regularised logistic regression (L-BFGS) on frozen standardised features, the

@@ -10,12 +10,16 @@ command, or one method of the long ones). A finished unit is recorded in ``bench
 the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
 file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
 its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
-tree less docstrings and help texts, :func:`code_id`). At a later code commit a unit whose key is unchanged would
-compute from the same code (up to comments, docstrings, help and formatting), so it stays done; the others run
-again. A unit that reports no linear-probe number leaves the probe's code out of its key. A 50k quality unit whose
-key changed only by the probe's code (its pretraining key is that of its last run) evaluates the runs it kept again
-(``benchmarks/quality_reevaluate.py``) instead of pretraining for an hour; ``--no-reuse`` runs it in full. A run
-stopped by the end of a session (or a kill) continues where it left off. The quality benchmark's 50k
+tree less docstrings, help texts and the functions that only report (:data:`REPORTING`), :func:`code_id`). At a
+later code commit a unit whose key is unchanged would compute from the same code (up to comments, docstrings, help,
+formatting and reporting), so it stays done; the others run again. At the end of each refresh every section whose
+renderer is left out of the keys is written again from its store (:func:`rerender`; ``--render`` does only that),
+so a change to a table's layout never leaves a stale table. A unit that reports no linear-probe number leaves the
+probe's code out of its key. A 50k quality unit whose key changed only by the probe's code (its pretraining key is
+that of its last run) evaluates the runs it kept again (``benchmarks/quality_reevaluate.py``) instead of
+pretraining for an hour; ``--no-reuse`` runs it in full. A unit stopped by the end of a session (or a kill) keeps
+what it finished: a parity unit its finished seeds, a folder comparison its cut run (which resumes); a quality or
+kNN unit starts over. The quality benchmark's 50k
 units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
 Two refresh processes with disjoint ``--only`` lists (``--jobs 1`` each, e.g. one started on a core another has
 just freed) keep each other's records: a unit's record merges what the other wrote since, and a unit the other
@@ -46,6 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
+    RESULTS,
     TEACHER_METHOD,
     code_files,
     distils,
@@ -290,7 +295,34 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretra
     return h.hexdigest()[:16]
 
 
-_CODE_IDS: dict[str, str] = {}  # blob -> code id; a blob names its content, so this holds across commits
+# The functions of each benchmark module that only turn stored results (and the machine's description) into text,
+# tables and plots: no number a unit records is computed by them, so a change to one keeps every unit done.
+# :func:`rerender` writes their sections again at the end of a refresh. A function belongs here only if nothing
+# outside this set calls it to compute a stored value (tests/test_benchmarks_refresh.py checks the call graph).
+REPORTING: dict[str, frozenset[str]] = {
+    "benchmarks/common.py": frozenset(
+        {
+            "machine",
+            "package_versions",
+            "write_section",
+            "markdown_table",
+            "command_line",
+            "commands_text",
+            "machine_tags",
+            "print_section",
+        }
+    ),
+    "benchmarks/quality.py": frozenset({"batch_label", "dataset_rows", "precision_text", "render", "plot_curves"}),
+    "benchmarks/parity.py": frozenset(
+        {"summarize", "optim_text", "verdict", "mean_sd_text", "row_precision", "render"}
+    ),
+    "benchmarks/mnist_knn.py": frozenset({"render"}),
+    "benchmarks/throughput.py": frozenset({"render"}),
+    "benchmarks/linear_probe.py": frozenset({"render"}),
+    "benchmarks/folder_throughput.py": frozenset({"knn_cell", "study_rows", "render"}),
+}
+
+_CODE_IDS: dict[tuple[str, str], str] = {}  # (path, blob) -> code id; a blob names its content across commits
 _TABLE_IDS: dict[tuple[str, frozenset[str]], str] = {}  # (code id, methods left out) -> code id
 
 
@@ -315,21 +347,34 @@ def _without_prose(tree: ast.Module) -> ast.Module:
     return tree
 
 
+def _without_reporting(path: str, tree: ast.Module) -> ast.Module:
+    """``tree`` (of the file ``path``) less the module-level functions :data:`REPORTING` names for it."""
+    drop = REPORTING.get(path, frozenset())
+    if drop:
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name in drop)]
+    return tree
+
+
+def _normalized(path: str, text: str) -> ast.Module:
+    """The syntax tree of ``path`` that its code id hashes: less prose and reporting functions."""
+    return _without_reporting(path, _without_prose(ast.parse(text)))
+
+
 def code_id(path: str, blob: str, read) -> str:
     """What a number can depend on in the file ``path`` (git ``blob``; ``read(path)``: its text): for Python
-    source, a hash of its syntax tree less docstrings and ``help=`` texts, so that comments, docstrings, help and
-    formatting do not count (nothing but ``--help`` reads them); for any other file (and Python that does not
-    parse), the blob itself."""
+    source, a hash of its syntax tree less docstrings, ``help=`` texts and the functions that only report
+    (:data:`REPORTING`), so that comments, docstrings, help, formatting and table layout do not count; for any
+    other file (and Python that does not parse), the blob itself."""
     if not path.endswith(".py"):
         return blob
-    if blob not in _CODE_IDS:
+    if (path, blob) not in _CODE_IDS:
         try:
-            tree = ast.parse(read(path))
+            tree = _normalized(path, read(path))
         except SyntaxError:
-            _CODE_IDS[blob] = blob
+            _CODE_IDS[path, blob] = blob
         else:
-            _CODE_IDS[blob] = _tree_id(_without_prose(tree))
-    return _CODE_IDS[blob]
+            _CODE_IDS[path, blob] = _tree_id(tree)
+    return _CODE_IDS[path, blob]
 
 
 def without_methods(path: str, cid: str, read, drop: frozenset[str], methods: frozenset[str]) -> str:
@@ -339,7 +384,7 @@ def without_methods(path: str, cid: str, read, drop: frozenset[str], methods: fr
     if not drop or not cid.startswith("ast:"):
         return cid
     if (cid, drop) not in _TABLE_IDS:
-        tree = _without_prose(ast.parse(read(path)))
+        tree = _normalized(path, read(path))
         cut = False
         for node in tree.body:
             table = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
@@ -509,13 +554,49 @@ def select(unit_list: list[Unit], only: str) -> list[Unit]:
     return [u for u in unit_list if any(fnmatch.fnmatchcase(u.name, p) for p in patterns)]
 
 
+def section_command(key: str) -> str:
+    """The command a RESULTS.md section names (its ``Command: `...` `` line), so that writing the section again from
+    its store keeps it; empty where it names none."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = text.split(f"<!-- {key}:start -->")[-1].split(f"<!-- {key}:end -->")[0] if key in text else ""
+    found = re.search(r"^Command: `(.*)`$", section, re.M)
+    return found.group(1) if found else ""
+
+
+def rerender() -> list[str]:
+    """Write again, from their stores, the sections whose renderers :data:`REPORTING` leaves out of the units'
+    keys (a change to a table's layout redoes no unit, so no unit would write its table again); returns the
+    sections written. A section without a store yet is left alone."""
+    from benchmarks import folder_throughput, linear_probe, mnist_knn, parity, quality, throughput
+
+    written = []
+    for key, module in (("mnist_knn", mnist_knn), ("throughput", throughput), ("quality", quality)):
+        store = load_json(module.STORE)
+        if store:
+            module.render(store, store.get("command") or section_command(key))
+            written.append(key)
+    store = load_json(linear_probe.STORE)
+    if store:
+        linear_probe.render(store, section_command("linear_probe"))
+        written.append("linear_probe")
+    store = parity.load_store()
+    if store:
+        parity.render(store)
+        written.append("parity")
+    store = load_json(folder_throughput.STORE)
+    if store:
+        folder_throughput.render(store)
+        written.append("folder_throughput")
+    return written
+
+
 def stamp(rev: str) -> None:
     """Name the code commit once, under RESULTS.md's title."""
     write_section(
         "refresh",
         f"Every table below except the GPU protocol's comes from the code of commit **{rev}** "
         "(`python benchmarks/refresh.py`): each part ran at a commit where everything it reads was the same as "
-        f"{rev}'s, up to comments, docstrings and formatting (a table's git names the commit it ran at; "
+        f"{rev}'s, up to comments, docstrings, formatting and table layout (a table's git names the commit it ran at; "
         "`benchmarks/results/refresh.json` has each unit's).",
         first=True,
     )
@@ -528,6 +609,11 @@ def main() -> None:
     )
     ap.add_argument("--lightly-train", default=LIGHTLY_TRAIN, help="LightlyTrain's executable, in its own venv")
     ap.add_argument("--status", action="store_true", help="print what is done and what is left, run nothing")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="write the tables again from their stores (after a layout change), run nothing",
+    )
     ap.add_argument(
         "--only",
         default="",
@@ -547,6 +633,9 @@ def main() -> None:
         help="run every unit left in full, even one whose kept runs a re-evaluation could use",
     )
     args = ap.parse_args()
+    if args.render:
+        print(f"refresh: written again from their stores: {', '.join(rerender())}")
+        return
     rev = git_rev()
     unit_list = units(args.data_dir, args.lightly_train)
     methods = METHODS.names()
@@ -595,6 +684,7 @@ def main() -> None:
             "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
         )
     run(chosen, state, keys, jobs=args.jobs, reuse=reuse, again=again)
+    print(f"refresh: written again from their stores: {', '.join(rerender())}", flush=True)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:
         print(f"refresh: the units asked for are done; {still} left")

@@ -224,9 +224,30 @@ def test_each_row_names_the_machines_it_ran_on(monkeypatch):
             "byol": _row([0, 1, 2], [0.4] * 3, [0.4] * 3),
         },
     )
-    assert "| A | yes |" in rows["ae"] and "| B | yes |" in rows["simclr"]
-    assert "| A, B | yes |" in rows["moco"] and "| ? | yes |" in rows["byol"]
+    assert "| A | ? | yes |" in rows["ae"] and "| B | ? | yes |" in rows["simclr"]
+    assert "| A, B | ? | yes |" in rows["moco"] and "| ? | ? | yes |" in rows["byol"]
     assert "**A**: Intel Xeon; **B**: AMD EPYC; **?**: not recorded" in rows["_body"]
+
+
+def test_each_row_names_the_precision_ours_trained_in(monkeypatch):
+    """Precision auto trains in float32 on a CPU without native bf16: the store kept one precision, the last run's,
+    and the header gave it for every row (32-true above rows that ran in bf16-mixed)."""
+    no_bf16 = "AMD EPYC, 2 cores visible, 1 torch threads, no native bf16; torch 2.14.1"
+    bf16 = "Intel Xeon, 2 cores visible, 1 torch threads, native bf16; torch 2.14.1"
+    rows = _render(
+        monkeypatch,
+        {
+            "ae": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=[bf16], precision="bf16-mixed"),
+            "mae": _row([0, 1, 2], [0.3] * 3, [0.3] * 3, machines=[no_bf16], precision="32-true"),
+            "simclr": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=[no_bf16]),  # a row without its own record
+            "moco": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=[bf16]),
+            "byol": _row([0, 1, 2], [0.4] * 3, [0.4] * 3, machines=[bf16, no_bf16]),  # its seeds on both
+        },
+    )
+    assert rows["ae"].endswith("| bf16-mixed | yes |") and rows["mae"].endswith("| 32-true | yes |")
+    assert rows["simclr"].endswith("| 32-true | yes |") and rows["moco"].endswith("| bf16-mixed | yes |")
+    assert rows["byol"].endswith("| ? | yes |")
+    assert "ours in precision" not in rows["_body"]
 
 
 def test_a_refresh_names_its_command_once(monkeypatch):

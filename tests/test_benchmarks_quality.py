@@ -46,6 +46,17 @@ def test_the_heading_names_every_batch_size_that_differs():
     assert quality.batch_label(rows) == "batch 256 (dino 128)"  # was the first row's batch only
 
 
+def test_the_heading_names_every_precision_that_differs():
+    """Rows trained on a CPU without native bf16 ran in float32: the heading gave the first row's precision for all."""
+    rows = {m: {"precision": "bf16-mixed"} for m in ("simclr", "byol", "moco")}
+    assert quality.precision_text(rows) == "precision bf16-mixed"
+    rows.update(vicreg={"precision": "32-true"}, mae={"precision": "32-true"})
+    assert quality.precision_text(rows) == "precision bf16-mixed (32-true: mae, vicreg)"
+    assert quality.precision_text({"mae": {"precision": "32-true"}, **rows}) == (
+        "precision bf16-mixed (32-true: mae, vicreg)"
+    )
+
+
 def _add_rows(store_path: str, method: str) -> None:
     quality.STORE = Path(store_path)
     for i in range(10):

@@ -544,3 +544,85 @@ def test_a_reevaluating_units_pretraining_key_leaves_out_the_probe_and_the_reeva
     ):
         f_full, f_pre = keys({**files, path: "new"})
         assert (f_full != full, f_pre != pre) == (full_changes, pre_changes), path
+
+
+def test_a_change_to_a_reporting_function_keeps_every_key_a_change_to_a_computing_one_does_not(tmp_path, monkeypatch):
+    """Adding "native bf16" to the machine string or a column to a table must not redo 20 hours of finished units
+    (common.py and each benchmark are in every unit's key); a change to what computes a number must."""
+    import subprocess
+
+    def commit(common: str, quality: str) -> dict[str, str]:
+        (tmp_path / "benchmarks" / "common.py").write_text(common)
+        (tmp_path / "benchmarks" / "quality.py").write_text(quality)
+        for args in (["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+            subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+        return refresh.keys_at("HEAD", units, ["moco"])
+
+    (tmp_path / "benchmarks").mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    units = [refresh.Unit("quality:cifar:moco", ["py", "benchmarks/quality.py"], methods=("moco",))]
+    monkeypatch.chdir(tmp_path)
+    common = "def machine():\n    return 'AMD EPYC'\n\n\ndef seed_of(x):\n    return x + 1\n"
+    quality = (
+        "from benchmarks.common import machine, seed_of\n\n\n"
+        "def render(store):\n    return f\"| {store['knn']} |\"\n\n\n"
+        "def run(x):\n    return seed_of(x) * 2\n"
+    )
+    base = commit(common, quality)
+    assert commit(common.replace("'AMD EPYC'", "'AMD EPYC, native bf16'"), quality) == base
+    assert commit(common, quality.replace("| {store['knn']} |", "| {store['knn']} | {store['precision']} |")) == base
+    assert commit(common.replace("x + 1", "x + 2"), quality) != base
+    assert commit(common, quality.replace("* 2", "* 3")) != base
+
+
+def _calls(fn) -> set[str]:
+    import ast
+
+    return {
+        n.func.id if isinstance(n.func, ast.Name) else n.func.attr
+        for n in ast.walk(fn)
+        if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))
+    }
+
+
+def test_reporting_functions_are_called_only_by_reporting_code_and_main():
+    """What REPORTING leaves out of the keys must compute no stored number: no other function of the benchmarks
+    calls one (``main`` may: it stores the machine string and renders), and each named function exists."""
+    import ast
+
+    names = set().union(*refresh.REPORTING.values())
+    for path, own in refresh.REPORTING.items():
+        defined = {n.name for n in ast.parse((ROOT / path).read_text()).body if isinstance(n, ast.FunctionDef)}
+        assert own <= defined, f"{path}: REPORTING names functions it does not define: {sorted(own - defined)}"
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        rel = f"benchmarks/{path.name}"
+        own = refresh.REPORTING.get(rel, frozenset())
+        for fn in ast.parse(path.read_text()).body:
+            if isinstance(fn, ast.FunctionDef) and fn.name not in own and fn.name != "main":
+                if rel == "benchmarks/refresh.py" and fn.name in ("rerender", "stamp"):
+                    continue  # refresh.py is in no unit's key
+                called = _calls(fn) & names
+                assert not called, f"{rel}: {fn.name} calls the reporting functions {sorted(called)}"
+
+
+def test_the_sections_of_reporting_functions_are_written_again_from_their_stores(tmp_path, monkeypatch):
+    """A layout change redoes no unit, so no unit writes its table again: the refresh does, from the stores."""
+    import benchmarks.common as common
+    import benchmarks.quality as quality
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text(common.RESULTS.read_text())
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.setattr(refresh, "RESULTS", results)
+    monkeypatch.setattr(quality, "plot_curves", lambda store: None)  # the plots belong to the repository
+    written = refresh.rerender()
+    assert {"mnist_knn", "throughput", "quality", "linear_probe", "parity", "folder_throughput"} <= set(written)
+    fresh = results.read_text()
+    stale = fresh.replace("ours' precision", "precision (old layout)")
+    stale = stale.replace("### mnist: cnn_tiny", "### mnist (old heading): cnn_tiny")
+    assert stale != fresh
+    results.write_text(stale)
+    refresh.rerender()
+    assert results.read_text() == fresh
+    command = refresh.section_command("quality")
+    assert command.startswith("python benchmarks/") and f"Command: `{command}`" in fresh
