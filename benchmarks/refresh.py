@@ -63,6 +63,7 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.folder_throughput import LIGHTLY_TRAIN, LIGHTLY_TRAIN_SETUP  # noqa: E402
 from benchmarks.parity import NO_REFERENCE  # noqa: E402
 from ssl_transfer.methods import METHODS  # noqa: E402
+from ssl_transfer.training.performance import cpu_has_native_bf16  # noqa: E402
 
 STATE = Path(__file__).parent / "results" / "refresh.json"
 RUNS = "benchmarks/runs"
@@ -434,26 +435,38 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     state = load_json(STATE) or {}
     done = {}
     seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
+    # whether that duration was measured on a CPU with native bf16 (precision auto: bf16-mixed, else float32)
+    seconds_bf16 = dict(state.get("seconds_native_bf16", {}))
     earlier = dict(state.get("earlier", {}))  # the last finished run of each unit not done now (see reusable)
+    for name, e in [*state.get("earlier", {}).items(), *state.get("done", {}).items()]:
+        if "seconds" in e:  # an entry is its unit's latest full run (a rerun replaces it): its duration wins
+            seconds[name] = e["seconds"]
+            if "native_bf16" in e:
+                seconds_bf16[name] = e["native_bf16"]
     for name, e in state.get("done", {}).items():
         git = e.get("git", state.get("git"))
-        if "seconds" in e:
-            seconds.setdefault(name, e["seconds"])
         key = (keys_then(git).get(name) if keys_then and git else None) or e.get("key")
         if key is not None and key == keys.get(name):
             done[name] = {**e, "git": git, "key": key}
         else:
             earlier[name] = {**e, "git": git}
     earlier = {n: e for n, e in earlier.items() if n not in done}
-    return {"git": rev, "done": done, "seconds": seconds, "earlier": earlier}
+    return {"git": rev, "done": done, "seconds": seconds, "seconds_native_bf16": seconds_bf16, "earlier": earlier}
 
 
-def time_left(unit_list: list[Unit], state: dict, jobs: int = 2, reuse: dict | None = None) -> tuple[float, int]:
-    """Seconds of wall time the units not done would take by their last durations (paired units ``jobs`` at a
-    time; the re-evaluations of ``reuse`` not counted), and how many of them never ran (not counted)."""
+def time_left(
+    unit_list: list[Unit],
+    state: dict,
+    jobs: int = 2,
+    reuse: dict | None = None,
+    again: set[str] | frozenset[str] = frozenset(),
+) -> tuple[float, int]:
+    """Seconds of wall time the units not done (and the done ones in ``again``: makers of missing runs,
+    :func:`with_makers`) would take by their last durations (paired units ``jobs`` at a time; the re-evaluations
+    of ``reuse`` not counted), and how many of them never ran (not counted)."""
     seconds, unknown = 0.0, 0
     for u in unit_list:
-        if u.name in state["done"] or u.name in (reuse or {}):
+        if (u.name in state["done"] and u.name not in again) or u.name in (reuse or {}):
             continue
         last = state.get("seconds", {}).get(u.name)
         if last is None:
@@ -480,8 +493,14 @@ def merge_recorded(state: dict, keys: dict[str, str]) -> None:
     for name, e in disk.get("done", {}).items():
         if name not in state["done"] and e.get("key") is not None and e.get("key") == keys.get(name):
             state["done"][name] = e
+            if "seconds" in e:  # the other process's run is this unit's latest: its duration replaces ours
+                state.setdefault("seconds", {})[name] = e["seconds"]
+                if "native_bf16" in e:
+                    state.setdefault("seconds_native_bf16", {})[name] = e["native_bf16"]
     for name, s in disk.get("seconds", {}).items():
         state.setdefault("seconds", {}).setdefault(name, s)
+    for name, b in disk.get("seconds_native_bf16", {}).items():
+        state.setdefault("seconds_native_bf16", {}).setdefault(name, b)
 
 
 def run(
@@ -516,8 +535,9 @@ def run(
         if u.name in reuse:  # its duration is not a full run's: kept apart from the estimates
             entry.update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
         else:
-            entry["seconds"] = took
+            entry.update(seconds=took, native_bf16=cpu_has_native_bf16())
             state.setdefault("seconds", {})[u.name] = took
+            state.setdefault("seconds_native_bf16", {})[u.name] = cpu_has_native_bf16()
         state["done"][u.name] = entry
         merge_recorded(state, keys or {})
         save_json(STATE, state)
@@ -658,18 +678,34 @@ def main() -> None:
         print(f"code commit {rev}: {done} of {len(unit_list)} units done (with --data-dir {args.data_dir})")
         for name, e in state["done"].items():
             print(f"  done: {name} (at {e['git']})")
-        last = state.get("seconds", {})
+        last, last_bf16 = state.get("seconds", {}), state.get("seconds_native_bf16", {})
+        here = cpu_has_native_bf16()
+        print(f"this CPU: {'native bf16' if here else 'no native bf16 (precision auto trains in float32)'}")
+        elsewhere = 0
+        _, again, lines = with_makers([u for u in unit_list if u.name in left], unit_list, state)
         for name in left:
             how = f", re-evaluates the runs of {reuse[name]}" if name in reuse else ""
+            if name in last and last_bf16.get(name) is not None and last_bf16[name] != here:
+                elsewhere += 1
+                how += ", on a CPU " + ("with" if last_bf16[name] else "without") + " native bf16"
             print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min{how})" if name in last else ""))
         for line in missing_needs(unit_list, state):
             print(f"  missing: {line}")
-        for line in with_makers(unit_list, unit_list, state)[2]:
+        for line in lines:
             print(f"  {line}")
-        wall, unknown = time_left(unit_list, state, args.jobs, reuse)
+        elsewhere += sum(last_bf16.get(n, here) != here for n in again)
+        wall, unknown = time_left(unit_list, state, args.jobs, reuse, again)
         print(
-            f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs"
+            f"about {wall / 3600:.1f} h left with --jobs {args.jobs} by the units' last runs (makers included)"
             + (f", plus {unknown} unit(s) never timed" if unknown else "")
+            + (
+                f"; {elsewhere} of them (makers included) last ran on a CPU "
+                + f"{'without' if here else 'with'} native bf16: expect "
+                + ("2-4x less" if here else "2-4x more")
+                + " here (parity:mae in float32: 869 s per run against 347 s in bf16)"
+                if elsewhere
+                else ""
+            )
         )
         return
     if rev.endswith("-dirty") or rev == "unknown":

@@ -371,6 +371,7 @@ def test_status_estimates_the_time_left_from_each_units_last_run_across_commits(
     state = refresh.load_state("new", {"a": "changed", "b": "k", "c": "changed"})
     assert set(state["seconds"]) == {"a", "b", "c"} and state["seconds"]["a"] == 600
     assert refresh.time_left(units, state, jobs=2) == (600 / 2 + 300, 0)
+    assert refresh.time_left(units, state, jobs=2, again={"b"}) == (600 / 2 + 300 + state["seconds"]["b"] / 2, 0)
 
 
 def test_parity_units_run_first_then_the_50k_units():
@@ -626,3 +627,22 @@ def test_the_sections_of_reporting_functions_are_written_again_from_their_stores
     assert results.read_text() == fresh
     command = refresh.section_command("quality")
     assert command.startswith("python benchmarks/") and f"Command: `{command}`" in fresh
+
+
+def test_a_units_duration_is_its_latest_runs_even_when_another_refresh_ran_it(tmp_path, monkeypatch):
+    """parity:mae's 86 min float32 run was recorded by one refresh process while another held its 36 min bf16
+    duration from an earlier commit: the other one wrote the old duration back, and --status kept it."""
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    log = tmp_path / "log"
+    refresh.save_json(
+        refresh.STATE,
+        {"git": "old", "done": {"a": {"seconds": 600, "git": "old", "key": "old"}}, "seconds": {"a": 600}},
+    )
+    keys = {"a": "ka", "b": "kb"}
+    first = refresh.load_state("new", keys)  # both read a's 600 s from the earlier commit
+    second = refresh.load_state("new", keys)
+    refresh.run([_unit("a", log)], second, keys)  # a runs again (in about no time)
+    refresh.run([_unit("b", log)], first, keys)  # then the first records b, holding a's 600 s
+    state = refresh.load_state("new", keys)
+    assert state["seconds"]["a"] < 60 and state["done"]["a"]["seconds"] == state["seconds"]["a"]
+    assert state["seconds_native_bf16"]["a"] == refresh.cpu_has_native_bf16() == state["done"]["a"]["native_bf16"]
