@@ -36,7 +36,15 @@ def test_mnist_recipe_path_is_the_shared_file_from_the_repo_root(name):
 def test_mnist_recipe_trains_one_epoch(name, quiet, request):
     extra = [f"method.teacher={request.getfixturevalue('teacher_run')}"] if name.startswith("distill") else []
     res = pretrain(
-        name, [*quiet, f"data.path={SHARED / 'mnist.npz'}", "data.limit_train=1024", "trainer.max_epochs=1", *extra]
+        name,
+        [
+            *quiet,
+            f"data.path={SHARED / 'mnist.npz'}",
+            "data.limit_train=1024",
+            "trainer.max_epochs=1",
+            "monitor.val_samples=64",
+            *extra,
+        ],
     )
     losses = [r["train/loss_step"] for r in read_metrics(res.run_dir / "metrics.jsonl") if "train/loss_step" in r]
     assert len(losses) == 4 and all(abs(v) < 1e6 for v in losses)
@@ -58,6 +66,7 @@ def test_cifar10_recipe_trains_on_the_subset(name, quiet, request):
         "data.limit_train=256",
         "data.batch_size=128",
         "trainer.max_epochs=1",
+        "monitor.val_samples=64",  # the monitor's default 1,000 held-out images took half of each test's time
     ]
     res = pretrain(name, overrides)
     assert (res.run_dir / "encoder.safetensors").is_file()
