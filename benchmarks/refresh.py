@@ -8,7 +8,8 @@ The code commit is the last commit that changed anything a number can depend on 
 everything but tests, Markdown and results), and the tree must be clean. Work is split into units (one benchmark
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
 the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
-file it can read: the package and recipes less the files that belong to other methods, and of ``benchmarks/`` only
+file it can read: of the package the files its scripts can import (:func:`package_closure`; not the command line),
+less the files that belong to other methods, the recipes less other methods', and of ``benchmarks/`` only
 its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
 tree less docstrings, help texts and the functions that only report (:data:`REPORTING`), :func:`code_id`). At a
 later code commit a unit whose key is unchanged would compute from the same code (up to comments, docstrings, help,
@@ -267,6 +268,78 @@ def benchmark_closure(files: dict[str, str], script: str, read) -> set[str]:
     return seen
 
 
+_IMPORTS: dict[tuple[str, str], frozenset[str]] = {}  # (path, code id) -> the package modules it can import
+_PACKAGE_MODULE = re.compile(r"^ssl_transfer(?:\.\w+)*$")
+
+
+def _module_file(module: str, files: dict[str, str]) -> str | None:
+    """``ssl_transfer.data.loading`` -> ``ssl_transfer/data/loading.py`` (or the package's ``__init__.py``)."""
+    base = module.replace(".", "/")
+    return next((p for p in (f"{base}.py", f"{base}/__init__.py") if p in files), None)
+
+
+def _imported_modules(path: str, tree: ast.Module, files: dict[str, str]) -> set[str]:
+    """Every ``ssl_transfer`` module the file ``path`` can import, read conservatively from its syntax tree: import
+    statements anywhere (also inside functions), ``from X import name`` as both X and X.name, relative imports,
+    every string that names a package module (the lazy ``_API`` / ``_LAZY`` tables of the ``__init__`` files), and
+    every module of its own folder where it iterates them (``pkgutil.iter_modules``, the method registry)."""
+    package = path.rsplit("/", 1)[0].replace("/", ".")
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            out.add(module)
+            out.update(f"{module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _PACKAGE_MODULE.match(node.value):
+            out.add(node.value)
+        elif isinstance(node, ast.Attribute) and node.attr == "iter_modules":
+            folder = path.rsplit("/", 1)[0]
+            out.update(
+                f.removesuffix(".py").replace("/", ".")
+                for f in files
+                if f.endswith(".py") and f.rsplit("/", 1)[0] == folder
+            )
+    return {m for m in out if _PACKAGE_MODULE.match(m)}
+
+
+def package_closure(files: dict[str, str], scripts: set[str], read) -> set[str]:
+    """The package's Python files that the benchmark ``scripts`` can import, directly or not (each import also runs
+    the ``__init__.py`` of every package above it): what a unit's numbers can depend on in ``ssl_transfer/``. The
+    command line (``cli.py``), for one, is in no benchmark's closure. A file that does not parse counts as
+    importing the whole package."""
+    package = {p for p in files if p.startswith("ssl_transfer/") and p.endswith(".py")}
+    seen: set[str] = set()
+    todo = sorted(scripts)
+    while todo:
+        path = todo.pop()
+        if path in seen or path not in files:
+            continue
+        seen.add(path)
+        cid = files[path]
+        modules = _IMPORTS.get((path, cid)) if cid.startswith("ast:") else None  # a code id names its syntax tree
+        if modules is None:
+            try:
+                modules = frozenset(_imported_modules(path, ast.parse(read(path)), files))
+            except SyntaxError:
+                return package
+            if cid.startswith("ast:"):
+                _IMPORTS[path, cid] = modules
+        for module in modules:
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                found = _module_file(".".join(parts[:i]), files)
+                if found:
+                    todo.append(found)
+    return seen & package
+
+
 def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretraining: bool = False) -> str:
     """A hash of everything ``unit`` computes from: its command line and environment, and the blob of each code
     file it can read (``files``: path -> blob at one commit; ``read(path)``: a file's text there). Files of the
@@ -281,6 +354,7 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretra
     if unit.reevaluate and not pretraining:
         scripts.append(unit.reevaluate[1])
     bench = {"benchmarks/__init__.py"}.union(*(benchmark_closure(files, s, read) for s in scripts))
+    imported = package_closure(files, bench, read)
     no_probe = pretraining or not unit.reports_linear
     h = hashlib.sha256(repr((unit.argv[1:], sorted(unit.env.items()))).encode())
     if unit.prefix:
@@ -288,6 +362,9 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretra
     for path, blob in sorted(files.items()):
         if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
+        if path.endswith(".py") and path.startswith("ssl_transfer/") and not path.startswith("ssl_transfer/methods/"):
+            if path not in imported:  # (method files: by the methods the unit runs, below)
+                continue
         if any(fnmatch.fnmatch(path, g) for g in owned) or (no_probe and path in LINEAR_PROBE_FILES):
             continue
         if path.startswith("benchmarks/"):

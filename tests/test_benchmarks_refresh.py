@@ -92,7 +92,9 @@ def _key(unit: refresh.Unit, files: dict[str, str], texts: dict[str, str]) -> st
 
 def test_a_units_key_follows_exactly_the_files_it_reads():
     files = {
+        "ssl_transfer/__init__.py": "i0",
         "ssl_transfer/train.py": "t0",
+        "ssl_transfer/cli.py": "l0",
         "ssl_transfer/methods/moco.py": "m0",
         "ssl_transfer/methods/mocov3.py": "v0",
         "recipes/moco_cifar10.yaml": "r0",
@@ -102,7 +104,11 @@ def test_a_units_key_follows_exactly_the_files_it_reads():
         "benchmarks/common.py": "c0",
         "benchmarks/parity.py": "y0",
     }
-    texts = {"benchmarks/quality.py": "from benchmarks.common import (\n    git_rev,\n)\n"}
+    texts = {
+        "benchmarks/quality.py": "from benchmarks.common import (\n    git_rev,\n)\nfrom ssl_transfer import load\n",
+        # the package's lazy table: its strings are imports
+        "ssl_transfer/__init__.py": "_API = {'a': 'ssl_transfer.train', 'b': 'ssl_transfer.evaluation.linear'}\n",
+    }
     moco = refresh.Unit("quality:cifar:moco", ["py", "benchmarks/quality.py", "--methods", "moco"], methods=("moco",))
     every = refresh.Unit("throughput", ["py", "benchmarks/quality.py"])
     base = {u.name: _key(u, files, texts) for u in (moco, every)}
@@ -120,6 +126,7 @@ def test_a_units_key_follows_exactly_the_files_it_reads():
     assert changed("ssl_transfer/methods/moco.py")["quality:cifar:moco"] is True
     assert changed("recipes/moco_cifar10.yaml")["quality:cifar:moco"] is True
     assert changed("ssl_transfer/train.py")["quality:cifar:moco"] is True
+    assert changed("ssl_transfer/cli.py") == {"quality:cifar:moco": False, "throughput": False}  # nothing imports it
     assert changed("benchmarks/common.py")["quality:cifar:moco"] is True  # imported by the unit's script
     assert changed("benchmarks/parity.py") == {"quality:cifar:moco": False, "throughput": False}  # not imported
     for unread in (".gitignore", ".ci/run", "constraints/minimal.txt"):  # no benchmark reads them
@@ -533,8 +540,11 @@ def test_a_reevaluating_units_pretraining_key_leaves_out_the_probe_and_the_reeva
         reevaluate=("py", "benchmarks/quality_reevaluate.py", "--methods", "moco"),
     )
 
+    imports = "import ssl_transfer.train\nfrom ssl_transfer.evaluation import linear\n"
+    texts = {"benchmarks/quality.py": imports, "benchmarks/quality_reevaluate.py": imports}
+
     def keys(f: dict[str, str]) -> tuple[str, str]:
-        return _key(unit, f, {}), refresh.unit_key(unit, f, ["moco"], lambda p: "", pretraining=True)
+        return _key(unit, f, texts), refresh.unit_key(unit, f, ["moco"], lambda p: texts.get(p, ""), pretraining=True)
 
     full, pre = keys(files)
     for path, full_changes, pre_changes in (
@@ -646,3 +656,21 @@ def test_a_units_duration_is_its_latest_runs_even_when_another_refresh_ran_it(tm
     state = refresh.load_state("new", keys)
     assert state["seconds"]["a"] < 60 and state["done"]["a"]["seconds"] == state["seconds"]["a"]
     assert state["seconds_native_bf16"]["a"] == refresh.cpu_has_native_bf16() == state["done"]["a"]["native_bf16"]
+
+
+def test_the_package_files_a_benchmark_can_import_exclude_the_command_line_only():
+    """cli.py is in no benchmark's closure, so a faster bad-recipe error does not redo the refresh; what trains and
+    evaluates is in every unit's (through direct imports, the lazy name tables and the method registry's loop)."""
+    files = {str(p.relative_to(ROOT)): "x" for d in ("ssl_transfer", "benchmarks") for p in (ROOT / d).rglob("*.py")}
+
+    def read(path: str) -> str:
+        return (ROOT / path).read_text()
+
+    for script in sorted({u.argv[1] for u in refresh.units("/tmp/cifar")}):
+        closure = refresh.package_closure(files, refresh.benchmark_closure(files, script, read), read)
+        assert "ssl_transfer/cli.py" not in closure and "ssl_transfer/__main__.py" not in closure, script
+        for needed in ("ssl_transfer/__init__.py", "ssl_transfer/recipe.py", "ssl_transfer/data/__init__.py"):
+            assert needed in closure, (script, needed)
+    quality = refresh.package_closure(files, refresh.benchmark_closure(files, "benchmarks/quality.py", read), read)
+    for needed in ("train.py", "training/monitor.py", "evaluation/linear.py", "methods/simclr.py", "backbones.py"):
+        assert f"ssl_transfer/{needed}" in quality, needed
