@@ -195,9 +195,16 @@ def machine_tags(machines: list[list[str]]) -> tuple[list[str], str]:
     return [", ".join(tag[m] for m in ms) or "?" for ms in machines], legend
 
 
+def section_text(key: str) -> str | None:
+    """The RESULTS.md block written under ``key``, or None where RESULTS.md has none."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    start = f"<!-- {key}:start -->"
+    return text.split(start, 1)[1].split(f"<!-- {key}:end -->")[0] if start in text else None
+
+
 def print_section(key: str) -> None:
     """Print the RESULTS.md block written under ``key``."""
-    print(RESULTS.read_text().split(f"<!-- {key}:start -->")[1].split(f"<!-- {key}:end -->")[0])
+    print(section_text(key))
 
 
 def method_names(arg: str) -> list[str]:

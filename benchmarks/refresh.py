@@ -51,7 +51,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import (  # noqa: E402
-    RESULTS,
     TEACHER_METHOD,
     code_files,
     distils,
@@ -59,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
     is_code,
     load_json,
     save_json,
+    section_text,
     write_section,
 )
 from benchmarks.folder_throughput import LIGHTLY_TRAIN, LIGHTLY_TRAIN_SETUP  # noqa: E402
@@ -362,9 +362,9 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretra
     for path, blob in sorted(files.items()):
         if not is_code(path) or (path.startswith("benchmarks/") and path not in bench):
             continue
-        if path.endswith(".py") and path.startswith("ssl_transfer/") and not path.startswith("ssl_transfer/methods/"):
-            if path not in imported:  # (method files: by the methods the unit runs, below)
-                continue
+        package_module = path.startswith("ssl_transfer/") and path.endswith(".py")
+        if package_module and not path.startswith("ssl_transfer/methods/") and path not in imported:
+            continue  # (method files: by the methods the unit runs, below)
         if any(fnmatch.fnmatch(path, g) for g in owned) or (no_probe and path in LINEAR_PROBE_FILES):
             continue
         if path.startswith("benchmarks/"):
@@ -388,6 +388,7 @@ REPORTING: dict[str, frozenset[str]] = {
             "commands_text",
             "machine_tags",
             "print_section",
+            "section_text",
         }
     ),
     "benchmarks/quality.py": frozenset({"batch_label", "dataset_rows", "precision_text", "render", "plot_curves"}),
@@ -511,15 +512,12 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
     is missing, the key stored with the entry."""
     state = load_json(STATE) or {}
     done = {}
-    seconds = dict(state.get("seconds", {}))  # each unit's last duration, kept across code commits
-    # whether that duration was measured on a CPU with native bf16 (precision auto: bf16-mixed, else float32)
-    seconds_bf16 = dict(state.get("seconds_native_bf16", {}))
+    # each unit's last duration, kept across code commits, and whether its CPU had native bf16 (precision auto:
+    # bf16-mixed, else float32)
+    durations = {k: dict(state.get(k, {})) for k in ("seconds", "seconds_native_bf16")}
     earlier = dict(state.get("earlier", {}))  # the last finished run of each unit not done now (see reusable)
     for name, e in [*state.get("earlier", {}).items(), *state.get("done", {}).items()]:
-        if "seconds" in e:  # an entry is its unit's latest full run (a rerun replaces it): its duration wins
-            seconds[name] = e["seconds"]
-            if "native_bf16" in e:
-                seconds_bf16[name] = e["native_bf16"]
+        note_duration(durations, name, e)  # an entry is its unit's latest full run (a rerun replaces it)
     for name, e in state.get("done", {}).items():
         git = e.get("git", state.get("git"))
         key = (keys_then(git).get(name) if keys_then and git else None) or e.get("key")
@@ -528,7 +526,16 @@ def load_state(rev: str, keys: dict[str, str], keys_then=None) -> dict:
         else:
             earlier[name] = {**e, "git": git}
     earlier = {n: e for n, e in earlier.items() if n not in done}
-    return {"git": rev, "done": done, "seconds": seconds, "seconds_native_bf16": seconds_bf16, "earlier": earlier}
+    return {"git": rev, "done": done, **durations, "earlier": earlier}
+
+
+def note_duration(state: dict, name: str, entry: dict) -> None:
+    """Make the duration of ``entry`` (a unit's record) the last one of unit ``name`` in ``state``, with whether
+    its CPU had native bf16; an entry without one (a re-evaluation) changes nothing."""
+    if "seconds" in entry:
+        state.setdefault("seconds", {})[name] = entry["seconds"]
+        if "native_bf16" in entry:
+            state.setdefault("seconds_native_bf16", {})[name] = entry["native_bf16"]
 
 
 def time_left(
@@ -570,10 +577,7 @@ def merge_recorded(state: dict, keys: dict[str, str]) -> None:
     for name, e in disk.get("done", {}).items():
         if name not in state["done"] and e.get("key") is not None and e.get("key") == keys.get(name):
             state["done"][name] = e
-            if "seconds" in e:  # the other process's run is this unit's latest: its duration replaces ours
-                state.setdefault("seconds", {})[name] = e["seconds"]
-                if "native_bf16" in e:
-                    state.setdefault("seconds_native_bf16", {})[name] = e["native_bf16"]
+            note_duration(state, name, e)  # the other process's run is this unit's latest: its duration wins
     for name, s in disk.get("seconds", {}).items():
         state.setdefault("seconds", {}).setdefault(name, s)
     for name, b in disk.get("seconds_native_bf16", {}).items():
@@ -613,8 +617,7 @@ def run(
             entry.update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
         else:
             entry.update(seconds=took, native_bf16=cpu_has_native_bf16())
-            state.setdefault("seconds", {})[u.name] = took
-            state.setdefault("seconds_native_bf16", {})[u.name] = cpu_has_native_bf16()
+            note_duration(state, u.name, entry)
         state["done"][u.name] = entry
         merge_recorded(state, keys or {})
         save_json(STATE, state)
@@ -654,9 +657,7 @@ def select(unit_list: list[Unit], only: str) -> list[Unit]:
 def section_command(key: str) -> str:
     """The command a RESULTS.md section names (its ``Command: `...` `` line), so that writing the section again from
     its store keeps it; empty where it names none."""
-    text = RESULTS.read_text() if RESULTS.exists() else ""
-    section = text.split(f"<!-- {key}:start -->")[-1].split(f"<!-- {key}:end -->")[0] if key in text else ""
-    found = re.search(r"^Command: `(.*)`$", section, re.M)
+    found = re.search(r"^Command: `(.*)`$", section_text(key) or "", re.M)
     return found.group(1) if found else ""
 
 
@@ -667,15 +668,16 @@ def rerender() -> list[str]:
     from benchmarks import folder_throughput, linear_probe, mnist_knn, parity, quality, throughput
 
     written = []
-    for key, module in (("mnist_knn", mnist_knn), ("throughput", throughput), ("quality", quality)):
+    for key, module in (
+        ("mnist_knn", mnist_knn),
+        ("throughput", throughput),
+        ("quality", quality),
+        ("linear_probe", linear_probe),
+    ):
         store = load_json(module.STORE)
-        if store:
+        if store:  # the command of the run that wrote it: the store's (mnist_knn keeps it), else the section's
             module.render(store, store.get("command") or section_command(key))
             written.append(key)
-    store = load_json(linear_probe.STORE)
-    if store:
-        linear_probe.render(store, section_command("linear_probe"))
-        written.append("linear_probe")
     store = parity.load_store()
     if store:
         parity.render(store)
