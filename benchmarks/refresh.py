@@ -591,10 +591,16 @@ def run(
     jobs: int = 2,
     reuse: dict[str, str] | None = None,
     again: set[str] | frozenset[str] = frozenset(),
+    threads: int | None = None,
 ) -> None:
     """Run the units not done yet, in order; paired units ``jobs`` at a time (the next starts when one ends;
     ``jobs=1``: every unit alone, which leaves a core to other work). A unit in ``reuse`` runs its ``reevaluate``
-    command instead of its own (its record says so); one in ``again`` runs even though done (:func:`with_makers`)."""
+    command instead of its own (its record says so); one in ``again`` runs even though done (:func:`with_makers`).
+    ``threads``: every unit runs with that many torch threads (``OMP_NUM_THREADS``, over a unit's own one thread),
+    recorded with its duration; only with ``jobs=1`` (a long unit alone on both cores of a session that cannot
+    hold it on one). Its tables name the thread count (``benchmarks.common.machine``)."""
+    if threads is not None and jobs != 1:
+        raise ValueError("refresh: threads is for units run one at a time (jobs=1)")
     reuse = reuse or {}
     todo = [u for u in unit_list if u.name not in state["done"] or u.name in again]
     running: list[tuple[Unit, subprocess.Popen, float]] = []
@@ -617,6 +623,8 @@ def run(
             entry.update(reevaluated_runs_of=reuse[u.name], reevaluate_seconds=took)
         else:
             entry.update(seconds=took, native_bf16=cpu_has_native_bf16())
+            if threads is not None:
+                entry["threads"] = threads
             note_duration(state, u.name, entry)
         state["done"][u.name] = entry
         merge_recorded(state, keys or {})
@@ -631,7 +639,8 @@ def run(
                 continue
             argv = list(u.reevaluate) if u.name in reuse else u.argv
             print(f"refresh: {u.name}: {' '.join([*u.prefix, *argv[1:]])}", flush=True)
-            proc = subprocess.Popen([*u.prefix, *argv], env={**os.environ, **u.env})
+            env = {**os.environ, **u.env, **({"OMP_NUM_THREADS": str(threads)} if threads is not None else {})}
+            proc = subprocess.Popen([*u.prefix, *argv], env=env)
             running.append((u, proc, time.perf_counter()))
             continue
         while True:  # wait for whichever ends first
@@ -727,11 +736,20 @@ def main() -> None:
         help="paired units side by side (2, one thread each) or one at a time (1: leaves a core free)",
     )
     ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="with --jobs 1: run each unit with this many torch threads (e.g. 2: a unit too long for a session "
+        "on one core); its tables name the thread count",
+    )
+    ap.add_argument(
         "--no-reuse",
         action="store_true",
         help="run every unit left in full, even one whose kept runs a re-evaluation could use",
     )
     args = ap.parse_args()
+    if args.threads is not None and (args.jobs != 1 or args.threads < 1):
+        ap.error("--threads N (N >= 1) runs units one at a time: give it with --jobs 1")
     if args.render:
         print(f"refresh: written again from their stores: {', '.join(rerender())}")
         return
@@ -798,7 +816,7 @@ def main() -> None:
         raise SystemExit(
             "refresh: missing, make it first (or leave its units out with --only):\n  " + "\n  ".join(missing)
         )
-    run(chosen, state, keys, jobs=args.jobs, reuse=reuse, again=again)
+    run(chosen, state, keys, jobs=args.jobs, reuse=reuse, again=again, threads=args.threads)
     print(f"refresh: written again from their stores: {', '.join(rerender())}", flush=True)
     still = sum(u.name not in state["done"] for u in unit_list)
     if still:

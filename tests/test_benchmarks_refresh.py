@@ -673,3 +673,17 @@ def test_the_package_files_a_benchmark_can_import_exclude_the_command_line_only(
     quality = refresh.package_closure(files, refresh.benchmark_closure(files, "benchmarks/quality.py", read), read)
     for needed in ("train.py", "training/monitor.py", "evaluation/linear.py", "methods/simclr.py", "backbones.py"):
         assert f"ssl_transfer/{needed}" in quality, needed
+
+
+def test_threads_runs_each_unit_with_that_many_threads_and_records_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(refresh, "STATE", tmp_path / "refresh.json")
+    out = tmp_path / "threads"
+    script = f"import os; open({str(out)!r}, 'w').write(os.environ['OMP_NUM_THREADS'])"
+    unit = refresh.Unit("q", [sys.executable, "-c", script], paired=True, env={"OMP_NUM_THREADS": "1"})
+    state = {"git": "x", "done": {}}
+    refresh.run([unit], state, jobs=1, threads=2)
+    assert out.read_text() == "2" and state["done"]["q"]["threads"] == 2
+    refresh.run([unit], {"git": "x", "done": {}}, jobs=1)  # without it, the unit's own setting
+    assert out.read_text() == "1"
+    with pytest.raises(ValueError, match="jobs=1"):
+        refresh.run([unit], {"git": "x", "done": {}}, jobs=2, threads=2)
