@@ -774,7 +774,7 @@ def main() -> None:
         # the data dir is part of the 50k units' command lines, so of their keys: say which one was assumed
         print(f"code commit {rev}: {done} of {len(unit_list)} units done (with --data-dir {args.data_dir})")
         for name, e in state["done"].items():
-            print(f"  done: {name} (at {e['git']})")
+            print(f"  done: {name} (at {e['git']}" + (f", {e['threads']} threads" if "threads" in e else "") + ")")
         last, last_bf16 = state.get("seconds", {}), state.get("seconds_native_bf16", {})
         here = cpu_has_native_bf16()
         print(f"this CPU: {'native bf16' if here else 'no native bf16 (precision auto trains in float32)'}")
@@ -785,6 +785,8 @@ def main() -> None:
             if name in last and last_bf16.get(name) is not None and last_bf16[name] != here:
                 elsewhere += 1
                 how += ", on a CPU " + ("with" if last_bf16[name] else "without") + " native bf16"
+            if "threads" in state["earlier"].get(name, {}):  # run with --threads (only the last run's entry has it)
+                how += f", {state['earlier'][name]['threads']} threads"
             print(f"  left: {name}" + (f" (last run {last[name] / 60:.0f} min{how})" if name in last else ""))
         for line in missing_needs(unit_list, state):
             print(f"  missing: {line}")
