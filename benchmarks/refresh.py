@@ -9,19 +9,20 @@ everything but tests, Markdown and results), and the tree must be clean. Work is
 command, or one method of the long ones). A finished unit is recorded in ``benchmarks/results/refresh.json`` with
 the commit it ran at and the key of its inputs (:func:`unit_key`: its command line and the content of every code
 file it can read: of the package the files its scripts can import (:func:`package_closure`; not the command line),
-less the files that belong to other methods, the recipes less other methods', and of ``benchmarks/`` only
-its script and what that imports, less other methods' entries in its per-method tables; Python files by their syntax
-tree less docstrings, help texts and the functions that only report (:data:`REPORTING`), :func:`code_id`). At a
-later code commit a unit whose key is unchanged would compute from the same code (up to comments, docstrings, help,
-formatting and reporting), so it stays done; the others run again. At the end of each refresh every section whose
-renderer is left out of the keys is written again from its store (:func:`rerender`; ``--render`` does only that),
-so a change to a table's layout never leaves a stale table. A unit that reports no linear-probe number leaves the
-probe's code out of its key. A 50k quality unit whose key changed only by the probe's code (its pretraining key is
-that of its last run) evaluates the runs it kept again (``benchmarks/quality_reevaluate.py``) instead of
-pretraining for an hour; ``--no-reuse`` runs it in full. A unit stopped by the end of a session (or a kill) keeps
-what it finished: a parity unit its finished seeds, a folder comparison its cut run (which resumes); a quality or
-kNN unit starts over. The quality benchmark's 50k
-units and the parity units run two at a time with one thread each (faster on 2 cores than one process with two).
+less the files that belong to other methods, the recipe files it loads (:attr:`Unit.recipes`: parity none, the
+MNIST units the MNIST ones), and of ``benchmarks/`` only its script and what that imports, less other methods'
+entries in its per-method tables; Python files by their syntax tree less docstrings, help texts and the functions
+that only report (:data:`REPORTING`), :func:`code_id`). At a later code commit a unit whose key is unchanged would
+compute from the same code (up to comments, docstrings, help, formatting and reporting), so it stays done; the
+others run again. At the end of each refresh every section whose renderer is left out of the keys is written again
+from its store (:func:`rerender`; ``--render`` does only that), so a change to a table's layout never leaves a stale
+table. A unit that reports no linear-probe number leaves the probe's code out of its key. A 50k quality unit whose
+key changed only by the probe's code (its pretraining key is that of its last run) evaluates the runs it kept again
+(``benchmarks/quality_reevaluate.py``) instead of pretraining for an hour, where those runs are still here;
+``--no-reuse`` runs it in full. A unit stopped by the end of a session (or a kill) keeps what it finished: a parity
+unit its finished seeds, a folder comparison its cut run (which resumes); a quality or kNN unit starts over. The
+quality benchmark's 50k units and the parity units run two at a time with one thread each (faster on 2 cores than
+one process with two; ``--jobs 1 --threads 2``: one at a time on both, for a unit a session cannot hold on one).
 Two refresh processes with disjoint ``--only`` lists (``--jobs 1`` each, e.g. one started on a core another has
 just freed) keep each other's records: a unit's record merges what the other wrote since, and a unit the other
 recorded meanwhile is not run again. Units that read runs other units keep under ``benchmarks/runs`` (not in git:
@@ -86,6 +87,11 @@ class Unit:
     # (run folder, the unit that keeps it there): runs of other units it reads (benchmarks/runs is not in git, so a
     # fresh clone has none); the maker runs again first when the folder holds no encoder, :func:`with_makers`
     reads: tuple[tuple[str, str], ...] = ()
+    # the recipe files it (or a unit whose runs it reads) loads, as fnmatch patterns (``recipes/*_mnist.yaml``), of
+    # those its methods' files leave in; None: all of them. A unit that builds its recipes in code reads none, so
+    # a change to MAE's MNIST recipe redoes MAE's MNIST units, not its parity or CIFAR runs
+    recipes: tuple[str, ...] | None = None
+    keeps: tuple[str, ...] = ()  # the run folders its ``reevaluate`` reads (it keeps them under benchmarks/runs)
 
 
 def method_inputs(m: str) -> tuple[str, ...]:
@@ -106,6 +112,8 @@ PIN = ("taskset", "-c", "1")
 # probe read encoders it made, the probe also VICReg's); the folder start-up reads none. Without them such a unit's
 # key would read every method's recipes, so that a change to one method's recipe redid the timing tables.
 SIMCLR = ("simclr",)
+MNIST_RECIPES = ("recipes/*_mnist.yaml",)  # what quality.py --datasets mnist and mnist_knn.py load
+CIFAR_RECIPES = ("recipes/*_cifar10.yaml",)  # what quality.py --datasets cifar / cifar50k and monitor_overhead load
 BENCH_SIMCLR = f"{RUNS}/bench-simclr"  # the MNIST encoder the 5-epoch kNN table keeps
 MNIST_SIMCLR = ((BENCH_SIMCLR, "mnist_knn:simclr"),)
 
@@ -125,6 +133,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             env={"OMP_NUM_THREADS": "1"},
             methods=method_inputs(m),
             reports_linear=False,
+            recipes=(),  # parity.py builds both sides' settings in code (its specs)
         )
         for m in methods
         if m not in NO_REFERENCE
@@ -142,6 +151,8 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             env={"OMP_NUM_THREADS": "1"},
             methods=method_inputs(m),
             reevaluate=(*py, "benchmarks/quality_reevaluate.py", *args_50k(m), *keep),
+            keeps=(f"{RUNS}/quality/cifar50k-{m}",),
+            recipes=CIFAR_RECIPES,
         )
         for m in by_cost
     ]
@@ -151,6 +162,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             [*py, "benchmarks/mnist_knn.py", "--methods", m, "--note", ""],
             methods=method_inputs(m),
             reports_linear=False,
+            recipes=MNIST_RECIPES,
         )
         for m in methods
     ]
@@ -160,6 +172,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             [*py, "benchmarks/label_efficiency.py", "--encoder", BENCH_SIMCLR],
             methods=SIMCLR,
             reads=MNIST_SIMCLR,
+            recipes=MNIST_RECIPES,
         ),
         Unit(
             "knn_faiss_vs_sklearn",
@@ -167,9 +180,16 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             methods=SIMCLR,
             reports_linear=False,
             reads=MNIST_SIMCLR,
+            recipes=MNIST_RECIPES,
         ),
-        Unit("throughput", [*py, "benchmarks/throughput.py"], methods=SIMCLR, reports_linear=False),
-        Unit("monitor_overhead", [*py, "benchmarks/monitor_overhead.py"], methods=SIMCLR, reports_linear=False),
+        Unit("throughput", [*py, "benchmarks/throughput.py"], methods=SIMCLR, reports_linear=False, recipes=()),
+        Unit(
+            "monitor_overhead",
+            [*py, "benchmarks/monitor_overhead.py"],
+            methods=SIMCLR,
+            reports_linear=False,
+            recipes=CIFAR_RECIPES,
+        ),
     ]
     for ds in ("mnist", "cifar"):
         out += [
@@ -177,6 +197,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
                 f"quality:{ds}:{m}",
                 [*py, "benchmarks/quality.py", "--datasets", ds, "--methods", m],
                 methods=method_inputs(m),
+                recipes=MNIST_RECIPES if ds == "mnist" else CIFAR_RECIPES,
             )
             for m in methods
         ]
@@ -191,9 +212,12 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             [*py, "benchmarks/linear_probe.py", *(a for c in cases for a in ("--case", c)), "--data-dir", data_dir],
             methods=(*SIMCLR, probe_method),
             reads=(*MNIST_SIMCLR, (enc, f"quality:cifar50k:{probe_method}")),
+            recipes=(*MNIST_RECIPES, *CIFAR_RECIPES),
         )
     )
-    out.append(Unit("folder_startup", [*py, "benchmarks/folder_startup.py"], methods=(), reports_linear=False))
+    out.append(
+        Unit("folder_startup", [*py, "benchmarks/folder_startup.py"], methods=(), reports_linear=False, recipes=())
+    )
     out += [
         Unit(
             f"folder_throughput:n{n}-e{epochs}:{size}",
@@ -203,6 +227,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             methods=SIMCLR,
             needs=((lightly_train, LIGHTLY_TRAIN_SETUP),),
             reports_linear=False,
+            recipes=(),  # its recipe is built in code
         )
         for n, epochs, sizes in FOLDER_STUDIES
         for size in sizes
@@ -367,6 +392,12 @@ def unit_key(unit: Unit, files: dict[str, str], methods: list[str], read, pretra
             continue  # (method files: by the methods the unit runs, below)
         if any(fnmatch.fnmatch(path, g) for g in owned) or (no_probe and path in LINEAR_PROBE_FILES):
             continue
+        if (
+            unit.recipes is not None
+            and path.startswith("recipes/")
+            and not any(fnmatch.fnmatch(path, g) for g in unit.recipes)
+        ):
+            continue
         if path.startswith("benchmarks/"):
             blob = without_methods(path, blob, read, others, names)
         h.update(f"{path} {blob}\n".encode())
@@ -491,14 +522,20 @@ def keys_at(commit: str, unit_list: list[Unit], methods: list[str], pretraining:
     return {u.name: unit_key(u, files, methods, read, pretraining) for u in chosen}
 
 
-def reusable(state: dict, pre_keys: dict[str, str], pre_keys_then) -> dict[str, str]:
+def reusable(
+    state: dict, pre_keys: dict[str, str], pre_keys_then, unit_list: list[Unit] | None = None
+) -> dict[str, str]:
     """The units not done in ``state`` whose kept runs a re-evaluation can use: unit -> the commit of its last run
     (``state["earlier"]``), where its pretraining key then (``pre_keys_then(commit)``, by today's :func:`unit_key`)
-    equals today's (``pre_keys``)."""
+    equals today's (``pre_keys``) and (of ``unit_list``) every folder it keeps still holds an encoder (a fresh
+    clone has none; a later cut run overwrote it): else it runs in full."""
+    kept = {u.name: u.keeps for u in unit_list or ()}
     out = {}
     for name, e in state.get("earlier", {}).items():
         git = e.get("git")
         if name in state["done"] or name not in pre_keys or not git:
+            continue
+        if not all((Path(f) / "encoder.safetensors").is_file() for f in kept.get(name, ())):
             continue
         if pre_keys_then(git).get(name) == pre_keys[name]:
             out[name] = git
@@ -767,7 +804,9 @@ def main() -> None:
     keys = keys_at("HEAD", unit_list, methods)
     state = load_state(rev, keys, keys_then)
     pre_keys = keys_at("HEAD", unit_list, methods, pretraining=True)
-    reuse = {} if args.no_reuse else reusable(state, pre_keys, functools.partial(keys_then, pretraining=True))
+    reuse = (
+        {} if args.no_reuse else reusable(state, pre_keys, functools.partial(keys_then, pretraining=True), unit_list)
+    )
     left = [u.name for u in unit_list if u.name not in state["done"]]
     if args.status:
         done = len(unit_list) - len(left)

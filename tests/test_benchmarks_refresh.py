@@ -288,27 +288,51 @@ def test_every_registered_method_has_its_units():
 
 
 def test_one_methods_recipe_redoes_only_its_own_units():
-    """A change to MAE's recipe redoes MAE's units, not the timing and evaluation units that train or read SimCLR
-    (and MoCo) only: they name the methods they depend on instead of reading every method's files."""
+    """A change to MAE's recipe redoes the MAE units that load it, not the timing and evaluation units that train or
+    read SimCLR (and MoCo) only: they name the methods and the recipes they depend on instead of reading every
+    method's files."""
     from ssl_transfer.methods import METHODS
 
     methods = METHODS.names()
     files = {"ssl_transfer/train.py": "t0", "benchmarks/__init__.py": "i0"}
     files |= {f"ssl_transfer/methods/{m}.py": f"{m}0" for m in methods}
     files |= {f"recipes/{m}_{ds}.yaml": f"{m}{ds}0" for m in methods for ds in ("mnist", "cifar10")}
+    files |= {f"recipes/protocols/cifar10_{m}_resnet18.yaml": f"{m}p0" for m in methods}
     unit_list = refresh.units("/tmp/cifar")
     files |= {u.argv[1]: "s0" for u in unit_list}
 
     def keys(f: dict[str, str]) -> dict[str, str]:
         return {u.name: refresh.unit_key(u, f, methods, lambda p: "") for u in unit_list}
 
-    before, after = keys(files), keys({**files, "recipes/mae_mnist.yaml": "new"})
-    redone = {name for name in before if before[name] != after[name]}
-    assert redone == {u.name for u in unit_list if u.methods is not None and "mae" in u.methods}
-    assert {"throughput", "monitor_overhead", "label_efficiency", "linear_probe", "folder_startup"}.isdisjoint(redone)
-    for_simclr = keys({**files, "recipes/simclr_cifar10.yaml": "new"})
-    assert {"throughput", "monitor_overhead", "linear_probe"} <= {n for n in before if before[n] != for_simclr[n]}
-    assert before["folder_startup"] == for_simclr["folder_startup"]  # it trains no method
+    def redone(change: dict[str, str]) -> set[str]:
+        after = keys({**files, **change})
+        return {name for name in before if before[name] != after[name]}
+
+    before = keys(files)
+    # a recipe redoes the units that load it: MAE's MNIST recipe its MNIST units, not its parity (whose settings
+    # are in parity.py) nor its CIFAR runs
+    assert redone({"recipes/mae_mnist.yaml": "new"}) == {"quality:mnist:mae", "mnist_knn:mae"}
+    assert redone({"recipes/mae_cifar10.yaml": "new"}) == {"quality:cifar:mae", "quality:cifar50k:mae"}
+    assert redone({"ssl_transfer/methods/mae.py": "new"}) == {
+        u.name for u in unit_list if u.methods is not None and "mae" in u.methods
+    }
+    assert "parity:mae" in redone({"ssl_transfer/methods/mae.py": "new"})
+    assert redone({"recipes/protocols/cifar10_mae_resnet18.yaml": "new"}) == set()  # the GPU protocol: no unit
+    for_simclr = redone({"recipes/simclr_cifar10.yaml": "new"})
+    assert {"monitor_overhead", "linear_probe", "quality:cifar50k:simclr", "quality:cifar50k:distill"} <= for_simclr
+    assert {"throughput", "folder_startup", "label_efficiency", "parity:simclr"}.isdisjoint(for_simclr)
+    # the units that read the MNIST SimCLR run follow its recipe
+    assert {"mnist_knn:simclr", "label_efficiency", "knn_faiss_vs_sklearn", "linear_probe"} <= redone(
+        {"recipes/simclr_mnist.yaml": "new"}
+    )
+
+
+def test_the_recipe_patterns_match_the_recipes_quality_loads():
+    from benchmarks import quality
+
+    assert quality.DATASETS["mnist"].recipe_suffix == "mnist" and refresh.MNIST_RECIPES == ("recipes/*_mnist.yaml",)
+    assert quality.DATASETS["cifar"].recipe_suffix == "cifar10" and refresh.CIFAR_RECIPES == ("recipes/*_cifar10.yaml",)
+    assert quality.dataset("cifar50k", Path("/tmp/cifar")).recipe_suffix == "cifar10"
 
 
 def test_stamp_names_the_commit_once_under_the_title(tmp_path, monkeypatch):
@@ -512,6 +536,14 @@ def test_a_unit_whose_pretraining_is_unchanged_reevaluates_its_kept_runs(tmp_pat
     assert entry["reevaluated_runs_of"] == "c1" and "seconds" not in entry
     # pretraining changed too (another key at the commit of its runs): no reuse, a full run
     assert refresh.reusable(refresh.load_state("c3", {"q": "k3"}), {"q": "p3"}, lambda c: {"q": "p"}) == {}
+    # its kept run holds no encoder (a fresh clone; a later cut run overwrote it): a full run
+    run_dir = tmp_path / "runs" / "q"
+    kept = refresh.Unit("q", full.argv, reevaluate=tuple(again.argv), keeps=(str(run_dir),))
+    state = refresh.load_state("c3", {"q": "k3"})
+    assert refresh.reusable(state, {"q": "p"}, lambda c: {"q": "p"}, [kept]) == {}
+    run_dir.mkdir(parents=True)
+    (run_dir / "encoder.safetensors").write_bytes(b"")
+    assert refresh.reusable(state, {"q": "p"}, lambda c: {"q": "p"}, [kept]) == {"q": "c2"}
 
 
 def test_earlier_runs_survive_other_units_records(tmp_path, monkeypatch):
