@@ -235,6 +235,11 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     return out
 
 
+def holds_encoder(run_dir: str) -> bool:
+    """Whether the run folder ``run_dir`` holds a finished run's encoder (a cut run or a fresh clone has none)."""
+    return (Path(run_dir) / "encoder.safetensors").is_file()
+
+
 def with_makers(chosen: list[Unit], unit_list: list[Unit], state: dict) -> tuple[list[Unit], set[str], list[str]]:
     """``chosen`` and, in the refresh's order, the units that make the runs its units left to do read where those
     runs hold no encoder (a fresh clone, a cleaned ``benchmarks/runs``): they run again even where done, and their
@@ -243,7 +248,7 @@ def with_makers(chosen: list[Unit], unit_list: list[Unit], state: dict) -> tuple
     missing: dict[str, list[str]] = {}
     for u in left:
         for path, maker in u.reads:
-            if not (Path(path) / "encoder.safetensors").is_file():
+            if not holds_encoder(path):
                 missing.setdefault(maker, []).append(f"{u.name} reads {path}")
     names = {u.name for u in chosen} | set(missing)
     again = {m for m in missing if m in state["done"]}
@@ -535,7 +540,7 @@ def reusable(
         git = e.get("git")
         if name in state["done"] or name not in pre_keys or not git:
             continue
-        if not all((Path(f) / "encoder.safetensors").is_file() for f in kept.get(name, ())):
+        if not all(holds_encoder(f) for f in kept.get(name, ())):
             continue
         if pre_keys_then(git).get(name) == pre_keys[name]:
             out[name] = git
