@@ -118,6 +118,11 @@ BENCH_SIMCLR = f"{RUNS}/bench-simclr"  # the MNIST encoder the 5-epoch kNN table
 MNIST_SIMCLR = ((BENCH_SIMCLR, "mnist_knn:simclr"),)
 
 
+def run_50k(m: str) -> str:
+    """The run folder ``quality:cifar50k:<m>`` keeps (its encoder is the linear probe's CIFAR encoder for one m)."""
+    return f"{RUNS}/quality/cifar50k-{m}"
+
+
 def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     """Every unit of a refresh, in the order they run: the riskiest first (parity, whose rule a method can fail,
     so that a fix resets as little finished work as possible), then the longest (50k CIFAR-10), then the rest;
@@ -151,7 +156,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
             env={"OMP_NUM_THREADS": "1"},
             methods=method_inputs(m),
             reevaluate=(*py, "benchmarks/quality_reevaluate.py", *args_50k(m), *keep),
-            keeps=(f"{RUNS}/quality/cifar50k-{m}",),
+            keeps=(run_50k(m),),
             recipes=CIFAR_RECIPES,
         )
         for m in by_cost
@@ -204,7 +209,7 @@ def units(data_dir: str, lightly_train: str = LIGHTLY_TRAIN) -> list[Unit]:
     # the probe's CIFAR encoder: VICReg's 50k run, one of the cheapest two-view runs to make again (182 s per
     # epoch in the 50k table against MoCo's 225), which every fresh machine must
     probe_method = "vicreg"
-    enc = f"{RUNS}/quality/cifar50k-{probe_method}"
+    enc = run_50k(probe_method)
     cases = [f"mnist={BENCH_SIMCLR}", f"cifar={enc}", f"cifar50k={enc}", f"cifar50k-to-mnist={enc}"]
     out.append(
         Unit(
